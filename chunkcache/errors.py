@@ -1,0 +1,36 @@
+"""The one error hierarchy of chunkcache. A cache miss is not an error."""
+
+
+class ChunkCacheError(Exception):
+    """Base class of every error chunkcache raises on purpose."""
+
+
+class ConfigError(ChunkCacheError, ValueError):
+    """A setting or argument has a value we cannot work with; the message names it."""
+
+
+class InvalidRequestError(ChunkCacheError, ValueError):
+    """A request (question, passages, options) is malformed; the message says what to fix."""
+
+
+class ContextTooLongError(InvalidRequestError):
+    """The prompt would exceed the model's context window."""
+
+
+class ModelLoadError(ChunkCacheError):
+    """The generator or embedder could not be loaded from local files."""
+
+
+class StorageError(ChunkCacheError):
+    """The KV store failed to read or write."""
+
+
+class CorruptEntryError(StorageError):
+    """A stored entry failed its header, version, length or checksum check."""
+
+
+class NotFoundError(ChunkCacheError, KeyError):
+    """A document or job id that does not exist was asked for."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Sets up the environment and runs the whole test suite (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# The converted default model is kept here between runs so it is built once.
+export CHUNKCACHE_TEST_STORE="${CHUNKCACHE_TEST_STORE:-$PWD/.store/test}"
+set +e
+python -m pytest -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+exit "$rc"
