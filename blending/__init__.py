@@ -1,0 +1,27 @@
+"""Pure tensor functions of chunk blending: positions, masks, selection, attention merge. No I/O."""
+
+from chunkcache.blending.mask import position_mask
+from chunkcache.blending.merge import ape_merge, attention_lse
+from chunkcache.blending.rope import apply_rope, rerotate, rope_cos_sin, rotate_half
+from chunkcache.blending.select import (
+    adaptive_budget,
+    budget,
+    chunk_starts_forced,
+    select_tokens,
+    token_deviation,
+)
+
+__all__ = [
+    "adaptive_budget",
+    "ape_merge",
+    "apply_rope",
+    "attention_lse",
+    "budget",
+    "chunk_starts_forced",
+    "position_mask",
+    "rerotate",
+    "rope_cos_sin",
+    "rotate_half",
+    "select_tokens",
+    "token_deviation",
+]

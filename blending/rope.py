@@ -1,0 +1,52 @@
+"""Rotary position embeddings as pure functions (Llama "rotate_half" convention).
+
+Angles are always computed in fp32 from int64/fp32 positions: angles from bf16 positions are
+wrong at long offsets. `cos`/`sin` come from the model's own rotary module (so every
+`rope_scaling` variant the model supports is honoured) or from `rope_cos_sin` below.
+"""
+
+import torch
+
+
+def rope_cos_sin(
+    inv_freq: torch.Tensor, positions: torch.Tensor, attention_scaling: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for `positions`.
+
+    inv_freq: [d/2] float32; positions: [T] int64 (may be negative: a delta).
+    Returns cos, sin: [T, d] float32, each half duplicated as Hugging Face does.
+    """
+    angles = positions.to(torch.float32)[:, None] * inv_freq.to(torch.float32)[None, :]  # [T, d/2]
+    emb = torch.cat((angles, angles), dim=-1)  # [T, d]
+    return emb.cos() * attention_scaling, emb.sin() * attention_scaling
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate `x` ([..., T, d]) by the angles of cos/sin ([T, d]); computed in fp32.
+
+    For pre-RoPE keys this places them at the positions cos/sin were built for.
+    """
+    xf = x.to(torch.float32)
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+def rerotate(
+    k: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0
+) -> torch.Tensor:
+    """Move keys already rotated at positions p to p + delta (R_new R_old^-1 = R_delta).
+
+    k: [..., T, d]; delta: [T] int64. Only exact for plain RoPE (attention_scaling == 1), since
+    a scaled rotation does not compose; pre-RoPE keys with `apply_rope` are exact for all.
+    """
+    if attention_scaling != 1.0:
+        raise ValueError(
+            f"rerotate composes rotations and needs attention_scaling == 1.0, got {attention_scaling}; "
+            "store pre-RoPE keys and use apply_rope instead"
+        )
+    cos, sin = rope_cos_sin(inv_freq, delta)
+    return apply_rope(k, cos, sin)

@@ -1,0 +1,70 @@
+"""CacheBlend token selection: which context tokens to recompute.
+
+The deviation of a token is how far its cached K or V at the check layer is from the fresh
+value computed with the other chunks in view. High-deviation tokens are the ones whose cached
+state missed the cross-chunk attention; recomputing them restores most of it.
+"""
+
+import math
+
+import torch
+
+
+def token_deviation(fresh: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
+    """Per-token squared deviation summed over heads and dims.
+
+    fresh, cached: [H, T, d]. Returns [T] float32.
+    """
+    diff = fresh.to(torch.float32) - cached.to(torch.float32)
+    return diff.square().sum(dim=(0, 2))
+
+
+def budget(num_tokens: int, ratio: float) -> int:
+    """Tokens to recompute for `ratio` of `num_tokens`: ceil(r * N), 0 only when r == 0."""
+    return min(num_tokens, math.ceil(ratio * num_tokens - 1e-9)) if ratio > 0 else 0
+
+
+def adaptive_budget(deviation: torch.Tensor, coverage: float, max_ratio: float) -> int:
+    """Smallest k whose top-k tokens hold `coverage` of the total deviation, capped at max_ratio.
+
+    deviation: [T]. Lets easy queries (little cross-chunk interaction) recompute less.
+    """
+    n = deviation.numel()
+    if n == 0 or coverage <= 0:
+        return 0
+    ordered = deviation.sort(descending=True).values
+    total = ordered.sum()
+    if total <= 0:
+        return 0
+    share = ordered.cumsum(0) / total  # [T]
+    k = int(torch.searchsorted(share, torch.tensor(coverage, dtype=share.dtype)).item()) + 1
+    return min(k, budget(n, max_ratio), n)
+
+
+def select_tokens(deviation: torch.Tensor, k: int, forced: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the tokens to recompute, sorted ascending.
+
+    deviation: [T]; k: total budget; forced: [F] int64 indices always included (chunk sinks).
+    Forced tokens count against the budget; the rest goes to the highest deviations.
+    Returns [K] int64 with K = max(k, F) (never more than T).
+    """
+    n = deviation.numel()
+    k = max(0, min(k, n))
+    chosen = torch.zeros(n, dtype=torch.bool)
+    if forced is not None and forced.numel():
+        chosen[forced] = True
+    remaining = k - int(chosen.sum())
+    if remaining > 0:
+        dev = deviation.to(torch.float32).clone()
+        dev[chosen] = -math.inf
+        chosen[dev.topk(remaining).indices] = True
+    return chosen.nonzero().flatten()
+
+
+def chunk_starts_forced(chunk_lengths: list[int], first_k: int) -> torch.Tensor:
+    """Indices of the first `first_k` tokens of every chunk in the concatenated context. [F] int64."""
+    out, offset = [], 0
+    for n in chunk_lengths:
+        out.extend(range(offset, offset + min(first_k, n)))
+        offset += n
+    return torch.tensor(out, dtype=torch.int64)

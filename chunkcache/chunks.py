@@ -1,0 +1,76 @@
+"""Chunk KV: computing it behind the shared prefix, and finding it in the store by content."""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from chunkcache.engine import Engine
+from chunkcache.kv import WorkingKV
+
+
+@dataclass(frozen=True)
+class PrefixKV:
+    """The shared prefix's cache, computed once. k (rotated), v: [L, Hkv, P, d]; ids: its tokens."""
+
+    ids: tuple[int, ...]
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
+    kv = WorkingKV(engine.gen.spec, len(prefix_ids), engine.gen.dtype)
+    engine.prefill(kv, torch.tensor(prefix_ids, dtype=torch.int64), torch.arange(len(prefix_ids)))
+    return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone())
+
+
+def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int) -> WorkingKV:
+    """A request cache with the prefix already in slots [0, P)."""
+    kv = WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype)
+    slots = kv.reserve(torch.arange(prefix.length))
+    kv.write_span(0, prefix.k, prefix.v)
+    assert slots.numel() == prefix.length
+    return kv
+
+
+def compute_chunks(engine: Engine, prefix: PrefixKV, chunks: list[list[int]]) -> list[torch.Tensor]:
+    """Prefill every chunk as [prefix][chunk] in ONE packed forward.
+
+    Chunks are packed back to back, each at positions P..P+n_i-1 and in its own segment, so a
+    chunk sees the prefix and itself only, exactly as if prefilled alone.
+    Returns one pre-RoPE cache [L, 2, Hkv, n_i, d] per chunk.
+    """
+    if not chunks:
+        return []
+    p = prefix.length
+    lengths = [len(c) for c in chunks]
+    kv = new_working_kv(engine, prefix, sum(lengths))
+    ids = torch.tensor([t for c in chunks for t in c], dtype=torch.int64)
+    positions = torch.cat([torch.arange(p, p + n) for n in lengths])
+    segments = torch.cat([torch.full((n,), i + 1, dtype=torch.int64) for i, n in enumerate(lengths)])
+    _, pre = engine.prefill(kv, ids, positions, segments, collect=True)
+    return [part.contiguous() for part in pre.split(lengths, dim=3)]
+
+
+def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Group indices into batches of at most `batch_tokens` tokens (a long chunk goes alone)."""
+    batches, current, used = [], [], 0
+    for i, n in enumerate(lengths):
+        if current and used + n > batch_tokens:
+            batches.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t

@@ -1,0 +1,159 @@
+"""The `chunkcache` command: one entry point, one sub-command per job, `--help` on each."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from chunkcache.errors import ChunkCacheError
+
+DEFAULT_STORE = os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store")
+DEMO_QA = Path(__file__).parent / "demo" / "demo_qa.jsonl"
+
+
+def _ratios(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--recompute-ratio takes numbers in [0, 1] separated by commas, got {text!r}")
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"--recompute-ratio takes numbers in [0, 1] separated by commas, got {text!r}")
+    return values
+
+
+def _add_cache_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cache")
+    g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
+    g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
+    g.add_argument("--codec", default="fp16", choices=["fp16", "bf16", "int8", "int4"], help="how chunk KV is stored (default: %(default)s)")
+    g.add_argument("--zstd-level", type=int, default=3, help="zstd level for stored KV, 0 to disable (default: %(default)s)")
+    g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
+    b = p.add_argument_group("blending")
+    b.add_argument("--check-layer", type=int, default=1, help="layers 0..N recompute every token; deviation is measured at N (default: %(default)s)")
+    b.add_argument("--deviation", choices=["v", "k"], default="v", help="select tokens by value or key deviation (default: %(default)s)")
+    b.add_argument("--sink-tokens", type=int, default=0, help="always recompute the first k tokens of every chunk (default: %(default)s)")
+    b.add_argument("--adaptive-coverage", type=float, default=None, help="recompute the fewest tokens covering this share of the total deviation, capped by the ratio")
+    b.add_argument("--ape-temperature", type=float, default=0.9, help="APE temperature T on the context attention (default: %(default)s)")
+    b.add_argument("--ape-scale", type=float, default=0.9, help="APE scale S on the context attention weight (default: %(default)s)")
+
+
+def _build_cache(args):
+    from chunkcache.config import BlendConfig, CacheConfig
+    from chunkcache.facade import ChunkCache
+
+    blend = BlendConfig(
+        recompute_ratio=getattr(args, "default_ratio", 0.15),
+        check_layer=args.check_layer,
+        deviation_of=args.deviation,
+        sink_tokens=args.sink_tokens,
+        adaptive_coverage=args.adaptive_coverage,
+        ape_temperature=args.ape_temperature,
+        ape_scale=args.ape_scale,
+    )
+    config = CacheConfig(
+        store_dir=args.store,
+        model=args.model,
+        blend=blend,
+        codec=args.codec,
+        zstd_level=args.zstd_level or None,
+        persist=not args.memory_only,
+    )
+    return ChunkCache(config=config)
+
+
+def cmd_eval(args) -> int:
+    from chunkcache.evaluation import evaluate, format_table, load_examples, parse_runs
+
+    runs = parse_runs(args.modes, args.recompute_ratio)
+    examples = load_examples(args.data, args.limit)
+    cache = _build_cache(args)
+    try:
+        result = evaluate(cache, examples, runs, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    finally:
+        cache.close()
+    result["config"] = {
+        "data": str(args.data), "limit": args.limit, "modes": args.modes, "recompute_ratio": args.recompute_ratio,
+        "check_layer": args.check_layer, "deviation": args.deviation, "sink_tokens": args.sink_tokens,
+        "adaptive_coverage": args.adaptive_coverage, "codec": args.codec, "max_new_tokens": args.max_new_tokens,
+    }
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_answer(args) -> int:
+    passages = []
+    for path in args.passage_files:
+        passages.append({"title": Path(path).stem, "text": Path(path).read_text(encoding="utf-8")})
+    passages.extend(args.passage or [])
+    cache = _build_cache(args)
+    try:
+        ans = cache.answer(args.question, passages, mode=args.mode, recompute_ratio=args.recompute_ratio, max_new_tokens=args.max_new_tokens,
+                           on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None)
+    finally:
+        cache.close()
+    if args.stream:
+        print()
+    else:
+        print(ans.text)
+    print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms, total {ans.total_s * 1000:.0f} ms, context {ans.context_tokens} tokens, "
+          f"recomputed {ans.recomputed_tokens}, cache hits {ans.cache_hits}/{len(ans.passages)}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chunkcache",
+        description="RAG context caching: precompute each passage's KV cache once, reuse it at query time "
+        "(RoPE re-positioning + CacheBlend selective recompute).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("eval", help="answer QA examples in several modes and compare quality and TTFT",
+                       description="Warm every example's passages, answer each example in every mode, and report F1/EM against "
+                       "the gold answers, fidelity to the full prefill's answer, first-token agreement and KL, and TTFT.")
+    p.add_argument("--data", default=str(DEMO_QA), help="QA JSONL (question, answers, passages[{title,text}]); default: the bundled demo set")
+    p.add_argument("--modes", default="full,reuse,blend,ape", help="comma-separated modes among full,reuse,blend,ape (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N examples")
+    p.add_argument("--recompute-ratio", type=_ratios, default=[0.15], help="blend ratio(s), comma-separated for a curve, e.g. 0,0.15,1 (default: 0.15)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per answer (default: %(default)s)")
+    p.add_argument("--json", default=None, help="write the full report (per mode and per example) to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("answer", help="answer one question over passages given on the command line",
+                       description="Answer a question over passages you pass directly (no index).")
+    p.add_argument("question")
+    p.add_argument("--passage", action="append", help="a passage text (repeatable)")
+    p.add_argument("--passage-file", dest="passage_files", action="append", default=[], help="a text file used as one passage (repeatable)")
+    p.add_argument("--mode", default="blend", choices=["full", "reuse", "blend", "ape"])
+    p.add_argument("--recompute-ratio", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_answer)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ChunkCacheError as exc:
+        print(f"chunkcache: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("chunkcache: interrupted; finished warm-up batches are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

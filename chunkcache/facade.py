@@ -1,0 +1,218 @@
+"""`ChunkCache`: the one object applications use."""
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from chunkcache.answering import Request, forced_tokens, generate
+from chunkcache.chunks import compute_chunks, compute_prefix, pack_batches
+from chunkcache.config import CacheConfig
+from chunkcache.engine import ApeParams, BlendPlan, Engine
+from chunkcache.errors import ContextTooLongError, InvalidRequestError
+from chunkcache.model import Generator
+from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
+from chunkcache.prompt import Passage, PromptBuilder, as_passage
+from chunkcache.sampling import Sampler, SamplingParams
+from chunkcache.storage import KVStore, StoreConfig, chunk_key
+from chunkcache.types import MODES, Answer, PassageHit, Timings
+
+
+class ChunkCache:
+    """Answers questions over passages, reusing each passage's precomputed KV cache.
+
+    >>> cc = ChunkCache(store_dir="./store")
+    >>> cc.answer("Who wrote it?", ["passage one ...", {"title": "T", "text": "..."}]).text
+
+    Model work is serialized by an internal lock, so one instance may be shared by threads.
+    """
+
+    def __init__(self, store_dir: str | Path | None = None, model: str | None = None, config: CacheConfig | None = None, **overrides):
+        if config is None:
+            if store_dir is None:
+                raise InvalidRequestError("ChunkCache needs store_dir= (a directory for the model, KV store and index)")
+            config = CacheConfig(store_dir=str(store_dir), model=model, **overrides)
+        elif store_dir is not None or model is not None or overrides:
+            raise InvalidRequestError("pass either config= or store_dir/model/options, not both")
+        self.config = config
+        self._lock = threading.RLock()
+        root = Path(config.store_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        model_dir = resolve_model_dir(config.model, root)
+        hf_model, tokenizer = load_model(model_dir)
+        self.model_dir = model_dir
+        self.generator = Generator(hf_model, tokenizer, model_fingerprint(hf_model, hf_model.config.to_dict()))
+        self.engine = Engine(self.generator, ApeParams(config.blend.ape_temperature, config.blend.ape_scale))
+        self.prompt = PromptBuilder(tokenizer, config.prompt)
+        with torch.inference_mode():
+            self.prefix = compute_prefix(self.engine, self.prompt.prefix_ids)
+        self.store = KVStore(
+            StoreConfig(
+                path=str(root / "kv") if config.persist else None,
+                codec=config.codec,
+                zstd_level=config.zstd_level,
+                memory_bytes=config.memory_bytes,
+                disk_bytes=config.disk_bytes,
+            )
+        )
+        self._codec_tag = f"{config.codec}+zstd{config.zstd_level}" if config.zstd_level else config.codec
+
+    # -- keys and warm-up -------------------------------------------------------------------
+    def _key(self, ids: Sequence[int]) -> bytes:
+        return chunk_key(self.generator.fingerprint, self.prompt.prefix_digest, ids, self._codec_tag)
+
+    def warm(self, passages: Iterable, progress: bool = False, desc: str = "warm-up") -> int:
+        """Precompute and store the KV of every passage not stored yet; returns how many were computed.
+
+        Work is written in batches (one store transaction each), so an interrupted warm-up keeps
+        every finished batch and a rerun resumes where it stopped.
+        """
+        items = [self.prompt.passage_ids(as_passage(p)) for p in passages]
+        todo: dict[bytes, list[int]] = {}
+        for ids in items:
+            key = self._key(ids)
+            if key not in todo and not self.store.contains(key):
+                todo[key] = ids
+        keys = list(todo)
+        lengths = [len(todo[k]) for k in keys]
+        computed = 0
+        bar = tqdm(total=len(keys), desc=desc, unit="chunk", disable=not progress)
+        for batch in pack_batches(lengths, self.config.warm_batch_tokens):
+            with self._lock, torch.inference_mode():
+                caches = compute_chunks(self.engine, self.prefix, [todo[keys[i]] for i in batch])
+            self.store.put_many((keys[i], kv) for i, kv in zip(batch, caches))
+            computed += len(batch)
+            bar.update(len(batch))
+        bar.close()
+        return computed
+
+    def _load_chunks(self, chunk_ids: list[list[int]]) -> tuple[list[torch.Tensor], list[bool], float, float]:
+        """Each chunk's pre-RoPE KV, from the store or computed now. Returns (kvs, hits, lookup_s, warm_s)."""
+        t0 = time.perf_counter()
+        keys = [self._key(ids) for ids in chunk_ids]
+        found = [self.store.get(k) for k in keys]
+        lookup_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        missing = [i for i, kv in enumerate(found) if kv is None]
+        if missing:
+            computed = compute_chunks(self.engine, self.prefix, [chunk_ids[i] for i in missing])
+            self.store.put_many((keys[i], kv) for i, kv in zip(missing, computed))
+            for i, kv in zip(missing, computed):
+                found[i] = kv
+        warm_s = time.perf_counter() - t0
+        return found, [kv is not None and i not in missing for i, kv in enumerate(found)], lookup_s, warm_s
+
+    # -- answering ----------------------------------------------------------------------------
+    def answer(
+        self,
+        question: str,
+        passages: Sequence,
+        mode: str = "blend",
+        recompute_ratio: float | None = None,
+        max_new_tokens: int = 32,
+        sampling: SamplingParams | None = None,
+        on_token: Callable[[str], None] | None = None,
+        return_logprobs: bool = False,
+        hits_meta: Sequence[dict] | None = None,
+    ) -> Answer:
+        """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
+
+        mode: "full" | "reuse" | "blend" | "ape". recompute_ratio: blend's share of context
+        tokens to recompute (default from the config). on_token receives each new text piece.
+        """
+        t_start = time.perf_counter()
+        if mode not in MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or len(passages) == 0:
+            raise InvalidRequestError("passages must be a non-empty list of strings or {'title', 'text'} dicts")
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= self.config.max_new_tokens_limit:
+            raise InvalidRequestError(f"max_new_tokens must be an integer in [1, {self.config.max_new_tokens_limit}], got {max_new_tokens!r}")
+        ratio = self.config.blend.recompute_ratio if recompute_ratio is None else recompute_ratio
+        if not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise InvalidRequestError(f"recompute_ratio must be in [0, 1], got {ratio!r}")
+        items: list[Passage] = [as_passage(p) for p in passages]
+        suffix = self.prompt.suffix_ids(question)
+        chunk_ids = [self.prompt.passage_ids(p) for p in items]
+        self._check_length(chunk_ids, suffix, max_new_tokens, mode)
+        sampler = Sampler(sampling or SamplingParams())
+        t_tok = time.perf_counter() - t_start
+
+        with self._lock, torch.inference_mode():
+            cached, hits, lookup_s, warm_s = (None, [False] * len(items), 0.0, 0.0)
+            if mode != "full":
+                cached, hits, lookup_s, warm_s = self._load_chunks(chunk_ids)
+            blend = self.config.blend
+            plan = None
+            if mode == "blend":
+                plan = BlendPlan(
+                    ratio=float(ratio),
+                    check_layer=blend.check_layer,
+                    deviation_of=blend.deviation_of,
+                    forced=forced_tokens(chunk_ids, blend.sink_tokens),
+                    adaptive_coverage=blend.adaptive_coverage,
+                )
+            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan)
+            emitted: list[int] = []
+            state = {"text": ""}
+
+            def push(token: int):
+                emitted.append(token)
+                if on_token is not None:
+                    text = self.generator.tokenizer.decode(emitted, skip_special_tokens=True)
+                    if len(text) > len(state["text"]) and not text.endswith("\ufffd"):
+                        on_token(text[len(state["text"]):])
+                        state["text"] = text
+
+            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push)
+        text = self.generator.tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
+        meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
+        passages_out = tuple(
+            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, **meta[i])
+            for i, (ids, hit, p) in enumerate(zip(chunk_ids, hits, items))
+        )
+        total = time.perf_counter() - t_start
+        n = sum(len(c) for c in chunk_ids)
+        return Answer(
+            text=text,
+            mode=mode,
+            ttft_s=out.ttft_s,
+            total_s=total,
+            timings=Timings(tokenize=t_tok, lookup=lookup_s, warm=warm_s, reposition=out.reposition_s, prefill=out.prefill_s, decode=out.decode_s),
+            context_tokens=n,
+            prompt_tokens=self.prefix.length + n + len(suffix),
+            recomputed_tokens=out.recomputed,
+            generated_tokens=len(out.token_ids),
+            token_ids=out.token_ids,
+            passages=passages_out,
+            finish_reason=out.finish_reason,
+            recompute_ratio=float(ratio) if mode == "blend" else None,
+            first_logprobs=torch.log_softmax(out.first_logits, -1) if return_logprobs else None,
+        )
+
+    def _check_length(self, chunk_ids, suffix, max_new_tokens: int, mode: str) -> None:
+        limit = self.generator.spec.max_positions
+        context = max(len(c) for c in chunk_ids) if mode == "ape" else sum(len(c) for c in chunk_ids)
+        need = self.prefix.length + context + len(suffix) + max_new_tokens
+        if need > limit:
+            raise ContextTooLongError(
+                f"the prompt needs {need} positions (prefix {self.prefix.length} + passages {context} + "
+                f"question {len(suffix)} + max_new_tokens {max_new_tokens}) but the model's context is {limit}; "
+                "send fewer or shorter passages or lower max_new_tokens"
+            )
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def stats(self):
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,51 @@
+"""The working KV cache of one request: rotated keys and values at absolute positions."""
+
+import torch
+
+from chunkcache.model import ModelSpec
+
+
+class WorkingKV:
+    """Preallocated per-request cache.
+
+    k, v: [layers, kv_heads, capacity, head_dim]; keys are stored rotated at `pos`.
+    pos: [capacity] int64 absolute positions; seg: [capacity] int64 segment ids (0 = shared).
+    `ape_slots` marks a slot range [start, end) whose keys are attended as APE's context part.
+    """
+
+    def __init__(self, spec: ModelSpec, capacity: int, dtype: torch.dtype):
+        self.spec = spec
+        self.capacity = capacity
+        shape = (spec.n_layers, spec.n_kv_heads, capacity, spec.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        self.pos = torch.zeros(capacity, dtype=torch.int64)
+        self.seg = torch.zeros(capacity, dtype=torch.int64)
+        self.length = 0
+        self.ape_slots: tuple[int, int] | None = None
+
+    def reserve(self, positions: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Claim the next len(positions) slots; returns their indices [T] int64."""
+        n = positions.numel()
+        if self.length + n > self.capacity:
+            raise RuntimeError(f"working KV overflow: {self.length} + {n} > capacity {self.capacity}")
+        slots = torch.arange(self.length, self.length + n)
+        self.pos[slots] = positions
+        self.seg[slots] = 0 if segments is None else segments
+        self.length += n
+        return slots
+
+    def write(self, layer: int, slots: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor) -> None:
+        """k_rot, v: [Hkv, T, d] at `slots` [T]."""
+        self.k[layer, :, slots] = k_rot.to(self.k.dtype)
+        self.v[layer, :, slots] = v.to(self.v.dtype)
+
+    def write_span(self, start: int, k_rot: torch.Tensor, v: torch.Tensor) -> None:
+        """Bulk copy of every layer: k_rot, v: [L, Hkv, T, d] into slots [start, start+T)."""
+        t = k_rot.shape[2]
+        self.k[:, :, start : start + t] = k_rot
+        self.v[:, :, start : start + t] = v
+
+    def keys(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Filled part: k, v [Hkv, length, d]."""
+        return self.k[layer, :, : self.length], self.v[layer, :, : self.length]

@@ -1,0 +1,45 @@
+"""Next-token choice: greedy, or temperature with nucleus (top-p) sampling."""
+
+from dataclasses import dataclass
+
+import torch
+
+from chunkcache.errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 means greedy; top_p in (0, 1]; seed makes sampling reproducible."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.temperature <= 5.0:
+            raise InvalidRequestError(f"temperature must be in [0, 5], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.rng = torch.Generator()
+        if params.seed is not None:
+            self.rng.manual_seed(params.seed)
+        else:
+            self.rng.seed()
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        """logits: [V] float32 -> token id."""
+        p = self.params
+        if p.temperature == 0.0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(0) - sorted_probs < p.top_p  # always keeps the top token
+            sorted_probs = sorted_probs * keep
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        return int(torch.multinomial(probs / probs.sum(), 1, generator=self.rng))

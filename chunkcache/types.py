@@ -1,0 +1,59 @@
+"""Typed results crossing module boundaries."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("full", "reuse", "blend", "ape")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall times in seconds of one answer's stages.
+
+    lookup: cache lookup and load (decode of stored entries); warm: computing the KV of chunks
+    that missed; reposition: RoPE of cached keys and cache assembly; prefill: the forward of
+    the prompt (full prefill, recompute, or the query alone); decode: tokens after the first.
+    """
+
+    tokenize: float = 0.0
+    lookup: float = 0.0
+    warm: float = 0.0
+    reposition: float = 0.0
+    prefill: float = 0.0
+    decode: float = 0.0
+
+
+@dataclass(frozen=True)
+class PassageHit:
+    """Whether a passage's KV came from the cache (`hit`) or was computed for this request."""
+
+    index: int
+    tokens: int
+    hit: bool
+    title: str = ""
+    doc_id: str | None = None
+    ordinal: int | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    mode: str
+    ttft_s: float
+    total_s: float
+    timings: Timings
+    context_tokens: int
+    prompt_tokens: int
+    recomputed_tokens: int
+    generated_tokens: int
+    token_ids: tuple[int, ...]
+    passages: tuple[PassageHit, ...]
+    finish_reason: str  # "stop" (end-of-sequence token) or "length"
+    recompute_ratio: float | None = None
+    # [V] float32 log-probabilities of the first generated token; only when asked for (eval, bench).
+    first_logprobs: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(p.hit for p in self.passages)
