@@ -6,7 +6,7 @@ from chunkcache.errors import ConfigError
 from chunkcache.prompt import PromptConfig
 
 CODECS = ("fp16", "bf16", "int8", "int4")
-DEVIATIONS = ("v", "k")
+DEVIATIONS = ("v", "k", "vattn")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ class BlendPlan:
 
     ratio: float
     check_layer: int = 1
-    deviation_of: str = "v"  # "v" or "k"
+    deviation_of: str = "v"  # "v", "k", or "vattn" (V deviation weighted by the query's attention)
     forced: torch.Tensor | None = None  # [F] context indices always recomputed (chunk sinks)
     adaptive_coverage: float | None = None  # share of total deviation to cover; None = fixed ratio
 
@@ -47,25 +47,36 @@ class Engine:
         self.ape = ape
 
     # -- attention over the working cache -------------------------------------------------
-    def _attend(self, kv: WorkingKV, layer: int, q: torch.Tensor, q_pos: torch.Tensor, q_seg: torch.Tensor | None) -> torch.Tensor:
-        """q: [H, T, d] rotated; returns [H, T, d]."""
+    def _mask(self, kv: WorkingKV, q_pos: torch.Tensor, q_seg: torch.Tensor | None):
+        """Built once per forward (the same for every layer). Call after the new slots are reserved.
+
+        Returns a [Tq, Tk] bool mask or, for APE, (other slots [To], mask over them [Tq, To]).
+        """
+        n, window = kv.length, self.gen.spec.sliding_window
+        if kv.ape_slots is None:
+            if q_pos.numel() == 1 and q_seg is None and window is None and int(kv.pos[:n].max()) <= int(q_pos[0]):
+                return None  # a decode step sees every key: let SDPA skip the mask
+            k_seg = kv.seg[:n] if q_seg is not None else None
+            return position_mask(q_pos, kv.pos[:n], q_seg, k_seg, window)
+        start, end = kv.ape_slots
+        other = torch.cat((torch.arange(0, start), torch.arange(end, n)))
+        return other, position_mask(q_pos, kv.pos[other], window=window)
+
+    def _attend(self, kv: WorkingKV, layer: int, q: torch.Tensor, mask) -> torch.Tensor:
+        """q: [H, T, d] rotated; mask from `_mask`; returns [H, T, d]."""
         spec = self.gen.spec
         k, v = kv.keys(layer)
-        n = kv.length
-        k_pos, k_seg = kv.pos[:n], kv.seg[:n]
         if kv.ape_slots is None:
-            mask = position_mask(q_pos, k_pos, q_seg, k_seg if q_seg is not None else None, spec.sliding_window)
             return self.gen.attention(q, k, v, mask)
         # APE: the context part C (all visible, temperature T) and the rest O (causal by position).
+        other, mask_o = mask
         start, end = kv.ape_slots
         rep = spec.n_heads // spec.n_kv_heads
-        other = torch.cat((torch.arange(0, start), torch.arange(end, n)))
         kc = k[:, start:end].repeat_interleave(rep, 0)
         vc = v[:, start:end].repeat_interleave(rep, 0)
         ko = k[:, other].repeat_interleave(rep, 0)
         vo = v[:, other].repeat_interleave(rep, 0)
         o_c, lse_c = attention_lse(q, kc, vc, spec.scaling / self.ape.temperature)
-        mask_o = position_mask(q_pos, k_pos[other], window=spec.sliding_window)
         o_o, lse_o = attention_lse(q, ko, vo, spec.scaling, mask_o)
         return ape_merge(o_c, lse_c, o_o, lse_o, self.ape.scale * self.ape.temperature)
 
@@ -87,6 +98,7 @@ class Engine:
         gen = self.gen
         slots = kv.reserve(positions, segments)
         cos, sin = gen.rope(positions)
+        mask = self._mask(kv, positions, segments)
         h = gen.embed(ids)
         pre = []
         for layer in range(gen.spec.n_layers):
@@ -94,7 +106,7 @@ class Engine:
             if collect:
                 pre.append(torch.stack((k, v)))
             kv.write(layer, slots, apply_rope(k, cos, sin), v)
-            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), positions, segments))
+            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), mask))
         return h, (torch.stack(pre) if collect else None)
 
     # -- CacheBlend ----------------------------------------------------------------------
@@ -126,16 +138,18 @@ class Engine:
         h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
         active = torch.arange(n + s)
         selected = torch.arange(n)
+        mask = self._mask(kv, pos, None)
         check = min(plan.check_layer, gen.spec.n_layers - 1)
         for layer in range(gen.spec.n_layers):
             cos, sin = cos_all[active], sin_all[active]
             q, k, v = gen.qkv(layer, h)
             if layer == check:
-                fresh = v[:, :n] if plan.deviation_of == "v" else k[:, :n]
-                cached = ctx_cached[layer, 1 if plan.deviation_of == "v" else 0]
-                deviation = token_deviation(fresh, cached)  # [N]
+                use_k = plan.deviation_of == "k"
+                deviation = token_deviation(k[:, :n] if use_k else v[:, :n], ctx_cached[layer, 0 if use_k else 1])  # [N]
+                if plan.deviation_of == "vattn":
+                    deviation = deviation * self._query_attention(q[:, n:], k[:, :n], cos, sin, n)
             kv.write(layer, slots[active], apply_rope(k, cos, sin), v)
-            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), pos[active], None))
+            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), mask))
             if layer == check:
                 if plan.adaptive_coverage is not None:
                     k_budget = adaptive_budget(deviation, plan.adaptive_coverage, plan.ratio)
@@ -145,7 +159,17 @@ class Engine:
                 keep = torch.cat((selected, torch.arange(n, n + s)))  # indices into the full [N+S]
                 h = h[keep]
                 active = keep
+                mask = self._mask(kv, pos[active], None)
         return h[-s:], selected
+
+    def _query_attention(self, q_suffix, k_ctx, cos, sin, n: int) -> torch.Tensor:
+        """Mean attention of the suffix tokens over the context tokens. q_suffix: [H, S, d] and
+        k_ctx: [Hkv, N, d] pre-RoPE; cos/sin: [N+S, d]. Returns [N] (sums to 1)."""
+        spec = self.gen.spec
+        q_rot = apply_rope(q_suffix, cos[n:], sin[n:])
+        k_rot = apply_rope(k_ctx, cos[:n], sin[:n]).repeat_interleave(spec.n_heads // spec.n_kv_heads, 0)
+        probs = torch.softmax(torch.matmul(q_rot, k_rot.transpose(-1, -2)) * spec.scaling, dim=-1)  # [H, S, N]
+        return probs.mean(dim=(0, 1))
 
     # -- decoding -------------------------------------------------------------------------
     @torch.inference_mode()

@@ -1,0 +1,50 @@
+"""Stored KV codecs as the kernels read them, and their torch dequantize reference.
+
+Layouts (they match `chunkcache.storage`'s codecs; keys are stored before RoPE):
+- fp16 / bf16 / fp32: the tensor as is, no scale.
+- int8: symmetric, q in [-127, 127], x ~= q * scale with scale = absmax / 127.
+  Keys per channel: scale `[L, H, 1, d]` (one per key channel over the tokens).
+  Values per token: scale `[L, H, T, 1]`.
+- int4: the same scale grouping, q in [-7, 7], scale = absmax / 7. Two values per uint8
+  along head_dim: element 2i in the low nibble, 2i+1 in the high nibble, each stored as
+  q + 8. Packed `[L, H, T, d/2]` uint8.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import KernelInputError
+
+# codec -> dtype of the stored tensor
+CODEC_DTYPES: dict[str, torch.dtype] = {
+    "int8": torch.int8,
+    "int4": torch.uint8,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "fp32": torch.float32,
+}
+QUANTIZED_CODECS = ("int8", "int4")
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """`packed: [..., d/2]` uint8 -> `[..., d]` int8 in [-8, 7] (low nibble first)."""
+    low = (packed & 0x0F).to(torch.int8) - 8  # element 2i
+    high = (packed >> 4).to(torch.int8) - 8  # element 2i + 1
+    return torch.stack((low, high), dim=-1).flatten(-2)  # [..., d/2, 2] -> [..., d]
+
+
+def dequantize_reference(
+    packed: torch.Tensor, scale: torch.Tensor | None, codec: str
+) -> torch.Tensor:
+    """Stored K or V `[L, H, T, d]` (int4: `[L, H, T, d/2]`) -> fp32 `[L, H, T, d]`.
+    `scale` broadcasts against the result: `[L, H, 1, d]` for keys, `[L, H, T, 1]` for values."""
+    if codec == "int4":
+        q = unpack_int4(packed)
+    elif codec in CODEC_DTYPES:
+        q = packed
+    else:
+        raise KernelInputError(f"unknown codec {codec!r}")
+    if codec in QUANTIZED_CODECS:
+        return q.to(torch.float32).mul_(scale.to(torch.float32))  # a fresh copy: in place
+    return q.to(torch.float32)  # the input itself when it is already fp32

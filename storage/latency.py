@@ -1,0 +1,48 @@
+"""Running latency summary: mean over every sample, percentiles over the most recent ones."""
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Milliseconds. count/total_ms/mean_ms cover every sample; p50/p95 the last `window`."""
+
+    count: int = 0
+    total_ms: float = 0.0
+    mean_ms: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+
+
+class LatencyRecorder:
+    def __init__(self, window: int = 4096) -> None:
+        self._recent: deque[float] = deque(maxlen=window)
+        self._count = 0
+        self._total = 0.0
+        self._lock = threading.Lock()
+
+    def record(self, ms: float) -> None:
+        with self._lock:
+            self._recent.append(ms)
+            self._count += 1
+            self._total += ms
+
+    def summary(self) -> LatencySummary:
+        with self._lock:
+            recent = sorted(self._recent)
+            count, total = self._count, self._total
+        if not count:
+            return LatencySummary()
+        return LatencySummary(
+            count=count, total_ms=total, mean_ms=total / count,
+            p50_ms=_percentile(recent, 0.50), p95_ms=_percentile(recent, 0.95),
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1
+    return ordered[rank]

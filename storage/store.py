@@ -1,0 +1,169 @@
+"""KVStore: chunk KV tensors in, chunk KV tensors out, over a memory tier and an LMDB tier.
+
+Both tiers hold encoded blobs (`storage/codec.py`), so the memory budget buys as many chunks
+as the codec allows and every get verifies the checksum. A corrupt entry is deleted from
+every tier, counted, and reported as a miss: the caller recomputes it.
+"""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+from chunkcache.errors import ConfigError, CorruptEntryError
+from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, encode_kv
+from chunkcache.storage.eviction import POLICIES
+from chunkcache.storage.latency import LatencyRecorder, LatencySummary
+from chunkcache.storage.lmdb_tier import LmdbTier
+from chunkcache.storage.memory import MemoryTier
+from chunkcache.storage.tier import TierStats
+from chunkcache.storage.tiered import TieredStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """path: LMDB directory, None = memory only. disk_bytes: disk eviction budget, None =
+    unbounded. map_size: initial LMDB map, grown when full. eviction applies to disk; the
+    memory tier is always LRU. memory_bytes=0 disables the memory tier."""
+
+    path: str | None
+    codec: str = "fp16"
+    zstd_level: int | None = 3
+    memory_bytes: int = 512 * 2**20
+    disk_bytes: int | None = None
+    map_size: int = 1 * 2**30
+    eviction: str = "lru"
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            if not isinstance(self.path, (str, os.PathLike)) or not os.fspath(self.path):
+                raise ConfigError(f"StoreConfig.path must be a directory path or None, got {self.path!r}")
+            object.__setattr__(self, "path", os.fspath(self.path))
+        if self.codec not in CODECS:
+            raise ConfigError(f"StoreConfig.codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        CodecSpec(self.codec, self.zstd_level)  # validates zstd_level
+        _check_int("memory_bytes", self.memory_bytes, 0)
+        _check_int("map_size", self.map_size, 32 * 1024)
+        if self.disk_bytes is not None:
+            _check_int("disk_bytes", self.disk_bytes, 1)
+        if self.eviction not in POLICIES:
+            raise ConfigError(f"StoreConfig.eviction must be one of {POLICIES}, got {self.eviction!r}")
+        if self.path is None and self.memory_bytes == 0:
+            raise ConfigError("StoreConfig has path=None and memory_bytes=0: nowhere to store entries")
+        if self.path is None and self.disk_bytes is not None:
+            raise ConfigError(f"StoreConfig.disk_bytes={self.disk_bytes} needs a path; path is None")
+
+    @property
+    def codec_spec(self) -> CodecSpec:
+        return CodecSpec(self.codec, self.zstd_level)
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """hits/misses/corrupt: KVStore.get outcomes (a corrupt entry also counts as a miss).
+    entries/bytes: the backing (slowest) tier's; evictions summed over tiers.
+    get_ms: whole get (tier lookup + decode); encode_ms/decode_ms: codec time per entry."""
+
+    tiers: tuple[TierStats, ...]
+    hits: int
+    misses: int
+    corrupt: int
+    entries: int
+    bytes: int
+    evictions: int
+    get_ms: LatencySummary
+    encode_ms: LatencySummary
+    decode_ms: LatencySummary
+
+
+class KVStore:
+    """Stores kv: [layers, 2, kv_heads, tokens, head_dim] under 32-byte keys (`chunk_key`)."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
+        self.codec = config.codec_spec
+        tiers = []
+        if config.memory_bytes > 0:
+            tiers.append(MemoryTier(config.memory_bytes))
+        if config.path is not None:
+            tiers.append(LmdbTier(config.path, map_size=config.map_size, max_bytes=config.disk_bytes, eviction=config.eviction))
+        self._tiers = TieredStore(tiers)
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._corrupt = 0
+        self._get_ms = LatencyRecorder()
+        self._encode_ms = LatencyRecorder()
+        self._decode_ms = LatencyRecorder()
+
+    def get(self, key: bytes) -> torch.Tensor | None:
+        """-> kv [L, 2, H, T, d] float32, or None on a miss or a corrupt entry."""
+        start = time.perf_counter()
+        blob = self._tiers.get(key)
+        kv = None
+        corrupt = False
+        if blob is not None:
+            t0 = time.perf_counter()
+            try:
+                kv = decode_kv(blob)
+                self._decode_ms.record((time.perf_counter() - t0) * 1e3)
+            except CorruptEntryError as e:
+                corrupt = True
+                log.warning("deleting corrupt KV entry %s: %s", key.hex(), e)
+                self._tiers.delete(key)
+        with self._lock:
+            self._corrupt += corrupt
+            if kv is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        self._get_ms.record((time.perf_counter() - start) * 1e3)
+        return kv
+
+    def put(self, key: bytes, kv: torch.Tensor) -> None:
+        self._tiers.put(key, self._encode(kv))
+
+    def put_many(self, items: Iterable[tuple[bytes, torch.Tensor]]) -> None:
+        """Encode every item, then write them in one LMDB transaction."""
+        self._tiers.put_many([(key, self._encode(kv)) for key, kv in items])
+
+    def contains(self, key: bytes) -> bool:
+        return self._tiers.contains(key)
+
+    def delete(self, key: bytes) -> bool:
+        return self._tiers.delete(key)
+
+    def stats(self) -> StoreStats:
+        per_tier = self._tiers.tier_stats()
+        with self._lock:
+            hits, misses, corrupt = self._hits, self._misses, self._corrupt
+        return StoreStats(
+            tiers=per_tier, hits=hits, misses=misses, corrupt=corrupt,
+            entries=per_tier[-1].entries, bytes=per_tier[-1].bytes,
+            evictions=sum(s.evictions for s in per_tier),
+            get_ms=self._get_ms.summary(), encode_ms=self._encode_ms.summary(), decode_ms=self._decode_ms.summary(),
+        )
+
+    def close(self) -> None:
+        self._tiers.close()
+
+    def __enter__(self) -> "KVStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _encode(self, kv: torch.Tensor) -> bytes:
+        t0 = time.perf_counter()
+        blob = encode_kv(kv, self.codec)
+        self._encode_ms.record((time.perf_counter() - t0) * 1e3)
+        return blob
+
+
+def _check_int(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"StoreConfig.{name} must be an int >= {minimum}, got {value!r}")

@@ -1,0 +1,16 @@
+"""The kernel micro-benchmark runs and reports every op (tiny shapes)."""
+
+from chunkcache.kernels.bench import KernelTiming, format_timings, run_kernel_bench
+
+
+def test_bench_reports_every_op_on_cpu():
+    timings = run_kernel_bench("cpu", layers=2, heads=1, head_dim=64, chunks=2,
+                               tokens_per_chunk=8, repeats=2)
+    assert all(isinstance(t, KernelTiming) for t in timings)
+    assert [t.op for t in timings] == [
+        "dequant_rope[int8]", "dequant_rope[int4]", "dequant_rope[fp16]",
+        "rerotate", "scatter_rows", "token_deviation",
+    ]
+    assert {t.impl for t in timings} == {"reference"}
+    assert all(0 < t.median_ms <= t.p95_ms for t in timings)
+    assert "dequant_rope[int4]" in format_timings(timings)

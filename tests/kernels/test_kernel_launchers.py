@@ -1,0 +1,162 @@
+"""Launcher input checks (every kernel, no Triton needed) and the dispatch rule."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from kernel_factories import llama_inv_freq, make_chunk, needs_triton, positions
+
+from chunkcache.kernels import (
+    KernelInputError,
+    choose_impl,
+    dequant_rope,
+    rerotate,
+    scatter_rows,
+    token_deviation,
+    triton_available,
+)
+
+L, H, T, D = 2, 3, 5, 64
+
+
+def call(stored="int8", **override):
+    """dequant_rope on a valid int8 (or `stored`) chunk, with some arguments replaced."""
+    codec = stored
+    pk, ks, pv, vs = make_chunk(stored, L, H, T, D)
+    args = dict(packed_k=pk, k_scale=ks, packed_v=pv, v_scale=vs, positions=positions(T),
+                inv_freq=llama_inv_freq(D), attention_scaling=1.0, codec=codec,
+                out_dtype=torch.float16)
+    args.update(override)
+    return dequant_rope(**args, impl="reference")
+
+
+def transposed(shape, dtype=torch.float32):
+    """A tensor of `shape` whose last dim has a non-unit stride."""
+    return torch.zeros(*shape[:-2], shape[-1], shape[-2], dtype=dtype).transpose(-1, -2)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (dict(packed_k=transposed((L, H, T, D), torch.int8)), r"packed_k: shape \(2, 3, 5, 64\) with strides \(960, 320, 1, 5\)"),
+        (dict(packed_v=torch.zeros(L, H, T, 2 * D, dtype=torch.int8)[..., ::2]), r"packed_v: .*strides \(1920, 640, 128, 2\)"),
+        (dict(k_scale=torch.ones(L, H, T, D, dtype=torch.float16)), r"k_scale: expected shape \[L, H, 1, d\] = \(2, 3, 1, 64\), got \(2, 3, 5, 64\)"),
+        (dict(v_scale=torch.ones(L, H, 1, D, dtype=torch.float16)), r"v_scale: expected shape \[L, H, T, 1\] = \(2, 3, 5, 1\)"),
+        (dict(v_scale=torch.ones(L, H, T, 1, dtype=torch.int32)), r"v_scale: dtype torch.int32"),
+        (dict(packed_k=torch.zeros(L, H, T, D, dtype=torch.uint8)), r"packed_k: dtype torch.uint8, expected one of torch.int8"),
+        (dict(packed_v=torch.zeros(L, H, T + 1, D, dtype=torch.int8)), r"packed_v: expected shape .* = \(2, 3, 5, 64\), got \(2, 3, 6, 64\)"),
+        (dict(positions=torch.arange(T, dtype=torch.int32)), r"positions: dtype torch.int32, expected one of torch.int64"),
+        (dict(positions=torch.arange(T + 2)), r"positions: expected shape \[T\] = \(5\), got \(7,\)"),
+        (dict(positions=torch.arange(T, device="meta")), r"positions is on meta, the other inputs on cpu"),
+        (dict(inv_freq=llama_inv_freq(D).double()), r"inv_freq: dtype torch.float64"),
+        (dict(inv_freq=llama_inv_freq(2 * D)), r"inv_freq: expected shape \[d/2\] = \(32\), got \(64,\)"),
+        (dict(attention_scaling=torch.tensor(1.0)), r"attention_scaling: expected a float, got Tensor"),
+        (dict(attention_scaling=float("nan")), r"attention_scaling: expected a finite float"),
+        (dict(codec="int2"), r"codec='int2': expected one of"),
+        (dict(out_dtype=torch.int8), r"out_dtype=torch.int8"),
+    ],
+)
+def test_dequant_rope_rejects(override, match):
+    with pytest.raises(KernelInputError, match=match):
+        call(**override)
+
+
+def test_dequant_rope_rejects_scales_for_float_codecs_and_odd_head_dims():
+    with pytest.raises(KernelInputError, match="codec='fp16' has no scales"):
+        call("fp16", k_scale=torch.ones(L, H, 1, D, dtype=torch.float16))
+    k = torch.zeros(L, H, T, 63, dtype=torch.float16)
+    with pytest.raises(KernelInputError, match="head_dim 63 is odd"):
+        call("fp16", packed_k=k, packed_v=k, inv_freq=llama_inv_freq(62))
+
+
+def test_rerotate_rejects():
+    f, delta = llama_inv_freq(D), torch.zeros(T, dtype=torch.int64)
+    with pytest.raises(KernelInputError, match=r"k: shape \(3, 5, 64\) with strides"):
+        rerotate(transposed((H, T, D)), delta, f)
+    with pytest.raises(KernelInputError, match=r"k: expected shape \[L, H, T, d\] or \[H, T, d\]"):
+        rerotate(torch.zeros(T, D), delta, f)
+    with pytest.raises(KernelInputError, match="delta_positions: dtype torch.float32"):
+        rerotate(torch.zeros(H, T, D), delta.float(), f)
+    with pytest.raises(KernelInputError, match=r"k: dtype torch.int8"):
+        rerotate(torch.zeros(H, T, D, dtype=torch.int8), delta, f)
+
+
+def test_scatter_rows_rejects():
+    N, M = 10, 3
+    cache, rows, index = torch.zeros(H, N, D), torch.ones(H, M, D), torch.tensor([0, 4, 9])
+    cases = [
+        ((cache, rows.half(), index), r"rows: dtype torch.float16, expected one of torch.float32"),
+        ((cache, torch.ones(H + 1, M, D), index), r"rows: expected shape \[H, M, d\] = \(3, \*, 64\), got \(4, 3, 64\)"),
+        ((cache, transposed((H, M, D)), index), r"rows: shape \(3, 3, 64\) with strides"),
+        ((cache, rows, index.int()), r"index: dtype torch.int32"),
+        ((cache, rows, torch.tensor([0, 4])), r"index: expected shape \[M\] = \(3\), got \(2,\)"),
+        ((cache, rows, torch.tensor([0, 4, 10])), r"index: values in \[0, 10\], the cache has N=10"),
+        ((cache, rows, torch.tensor([-1, 4, 9])), r"index: values in \[-1, 9\]"),
+        ((cache, rows, torch.tensor([4, 0, 4])), r"index: 1 duplicate token indices among M=3"),
+        ((torch.zeros(1, N, D).expand(H, N, D), rows, index), r"cache: .* overlaps itself"),
+        ((torch.zeros(1, 1, H, N, D), rows, index), r"cache: expected \[H, N, d\] or \[L, H, N, d\], got \(1, 1, 3, 10, 64\)"),
+        ((cache.int(), rows.int(), index), r"cache: dtype torch.int32"),
+    ]
+    for args, match in cases:
+        with pytest.raises(KernelInputError, match=match):
+            scatter_rows(*args)
+    assert cache.count_nonzero() == 0  # nothing was written by a rejected call
+    scatter_rows(cache, rows[:, :0], index[:0])  # M = 0: nothing to do
+
+
+def test_token_deviation_rejects():
+    fresh = torch.zeros(H, T, D)
+    with pytest.raises(KernelInputError, match=r"cached: expected shape \[H, T, d\] = \(3, 5, 64\), got \(3, 6, 64\)"):
+        token_deviation(fresh, torch.zeros(H, T + 1, D))
+    with pytest.raises(KernelInputError, match=r"fresh: shape \(3, 5, 64\) with strides"):
+        token_deviation(transposed((H, T, D)), fresh)
+    with pytest.raises(KernelInputError, match=r"cached: dtype torch.int8"):
+        token_deviation(fresh, fresh.to(torch.int8))
+
+
+def test_dispatch_rule():
+    cpu = torch.device("cpu")
+    assert choose_impl("auto", cpu) == "reference"
+    assert choose_impl("reference", torch.device("cuda")) == "reference"
+    with pytest.raises(KernelInputError, match=r"impl='cuda': expected one of"):
+        choose_impl("cuda", cpu)
+    if triton_available():  # "auto" on a CUDA tensor; no GPU needed to decide
+        assert choose_impl("auto", torch.device("cuda")) == "triton"
+
+
+@needs_triton
+def test_forced_triton_on_cpu_uses_the_interpreter():
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    assert choose_impl("triton", torch.device("cpu")) == "triton"
+
+
+def test_kernels_work_without_triton():
+    """A fresh interpreter: importing and the CPU path never import triton, and with triton
+    unimportable the reference still runs and impl='triton' says why it cannot."""
+    script = textwrap.dedent("""
+        import sys
+        import torch
+        import chunkcache.kernels as K
+        k = torch.randn(1, 2, 3, 8)
+        out, _ = K.dequant_rope(k, None, k, None, torch.arange(3), torch.ones(4), 1.0,
+                                "fp32", torch.float32)
+        assert out.shape == (1, 2, 3, 8)
+        assert "triton" not in sys.modules, "the CPU path imported triton"
+        sys.modules["triton"] = None  # from here on `import triton` raises ImportError
+        assert not K.triton_available()
+        try:
+            K.token_deviation(k[0], k[0], impl="triton")
+        except K.KernelInputError as exc:
+            assert "triton does not import" in str(exc), exc
+        else:
+            raise AssertionError("impl='triton' ran without triton")
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
