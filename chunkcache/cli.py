@@ -106,6 +106,47 @@ def cmd_answer(args) -> int:
     return 0
 
 
+def cmd_ingest(args) -> int:
+    from chunkcache.retrieval import load_paths
+
+    docs = load_paths(args.paths)
+    cache = _build_cache(args)
+    try:
+        ids = cache.add_documents(docs, progress=not args.quiet)
+        print(f"ingested {len(ids)} documents; the corpus holds {len(cache.corpus)} documents in {cache.corpus.num_chunks} chunks")
+        if args.warm:
+            computed = cache.warm_corpus(progress=not args.quiet)
+            print(f"warmed {computed} chunk caches")
+    finally:
+        cache.close()
+    return 0
+
+
+def cmd_warm(args) -> int:
+    cache = _build_cache(args)
+    try:
+        computed = cache.warm_corpus(progress=not args.quiet)
+        print(f"warmed {computed} chunk caches ({cache.corpus.num_chunks} indexed chunks; the rest were stored already)")
+    finally:
+        cache.close()
+    return 0
+
+
+def cmd_query(args) -> int:
+    cache = _build_cache(args)
+    try:
+        ans = cache.query(args.question, top_k=args.top_k, mode=args.mode, order=args.order, recompute_ratio=args.recompute_ratio,
+                          max_new_tokens=args.max_new_tokens, on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None)
+    finally:
+        cache.close()
+    print() if args.stream else print(ans.text)
+    for p in ans.passages:
+        print(f"  [{p.index + 1}] {p.doc_id}#{p.ordinal} score {p.score:.4f} {'hit' if p.hit else 'miss'} {p.title}", file=sys.stderr)
+    print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms (retrieval {ans.timings.retrieval * 1000:.0f} ms), total {ans.total_s * 1000:.0f} ms, "
+          f"context {ans.context_tokens} tokens, recomputed {ans.recomputed_tokens}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chunkcache",
@@ -138,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     _add_cache_options(p)
     p.set_defaults(func=cmd_answer)
+
+    p = sub.add_parser("ingest", help="add text/Markdown files, folders or JSONL documents to the store's index",
+                       description="Chunk, embed and index documents: .txt and .md files, folders (recursively), or .jsonl "
+                       "with one {id, text, title?} object per line. Re-ingesting an id replaces that document.")
+    p.add_argument("paths", nargs="+", help="files or folders")
+    p.add_argument("--warm", action="store_true", help="also precompute the KV cache of every new chunk")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("warm", help="precompute the KV cache of every indexed chunk (resumable)",
+                       description="Compute and store the KV cache of every indexed chunk that is not stored yet. Work is committed "
+                       "in batches: an interrupted warm-up keeps what it finished and a rerun resumes.")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_warm)
+
+    p = sub.add_parser("query", help="retrieve passages from the store's index and answer a question",
+                       description="Retrieve the top-k chunks for the question, load (or compute) their KV caches and answer.")
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, default=5, help="chunks to retrieve (default: %(default)s)")
+    p.add_argument("--order", choices=["score", "document"], default="score", help="prompt order of the chunks (default: %(default)s)")
+    p.add_argument("--mode", default="blend", choices=["full", "reuse", "blend", "ape"])
+    p.add_argument("--recompute-ratio", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_query)
     return parser
 
 

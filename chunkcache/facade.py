@@ -59,13 +59,15 @@ class ChunkCache:
                 disk_bytes=config.disk_bytes,
             )
         )
+        self._corpus = None
         self._codec_tag = f"{config.codec}+zstd{config.zstd_level}" if config.zstd_level else config.codec
 
     # -- keys and warm-up -------------------------------------------------------------------
     def _key(self, ids: Sequence[int]) -> bytes:
         return chunk_key(self.generator.fingerprint, self.prompt.prefix_digest, ids, self._codec_tag)
 
-    def warm(self, passages: Iterable, progress: bool = False, desc: str = "warm-up") -> int:
+    def warm(self, passages: Iterable, progress: bool = False, desc: str = "warm-up",
+             on_progress: Callable[[int, int], None] | None = None) -> int:
         """Precompute and store the KV of every passage not stored yet; returns how many were computed.
 
         Work is written in batches (one store transaction each), so an interrupted warm-up keeps
@@ -87,6 +89,8 @@ class ChunkCache:
             self.store.put_many((keys[i], kv) for i, kv in zip(batch, caches))
             computed += len(batch)
             bar.update(len(batch))
+            if on_progress is not None:
+                on_progress(computed, len(keys))
         bar.close()
         return computed
 
@@ -204,12 +208,96 @@ class ChunkCache:
                 "send fewer or shorter passages or lower max_new_tokens"
             )
 
+    # -- documents and retrieval ---------------------------------------------------------------
+    @property
+    def corpus(self):
+        """The persistent document index in `store_dir/corpus` (opened on first use)."""
+        with self._lock:
+            if self._corpus is None:
+                from chunkcache.retrieval import Corpus
+
+                self._corpus = Corpus(str(Path(self.config.store_dir) / "corpus"), self.generator.tokenizer)
+            return self._corpus
+
+    def add_documents(self, docs: Iterable, progress: bool = False) -> list[str]:
+        """Add or replace documents ({"id", "text", "title"?, "metadata"?} or retrieval.Document).
+
+        Re-adding an id replaces its chunks; chunk KV is computed lazily or by `warm_corpus`.
+        """
+        with self._lock:
+            report = self.corpus.ingest(docs, progress=progress)
+            self.corpus.flush()
+        return list(report.doc_ids)
+
+    def delete_document(self, doc_id: str) -> list[str]:
+        """Remove a document from the index; KV entries only it referenced are dropped from the store."""
+        with self._lock:
+            owned = {r.content_digest: r for r in self.corpus.iter_chunks() if r.doc_id == doc_id}
+            freed = self.corpus.delete_document(doc_id)
+            self.corpus.flush()
+            for digest in freed:
+                record = owned.get(digest)
+                if record is not None:
+                    self.store.delete(self._key(self.prompt.passage_ids(Passage(record.text, record.title))))
+        return freed
+
+    def get_document(self, doc_id: str):
+        return self.corpus.get_document(doc_id)
+
+    def list_documents(self, offset: int = 0, limit: int = 100):
+        return self.corpus.list_documents(offset, limit)
+
+    def warm_corpus(self, progress: bool = False, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Precompute the KV of every indexed chunk not stored yet (resumable); returns how many were computed."""
+        records = list(self.corpus.iter_chunks())
+        passages = [Passage(r.text, r.title) for r in records]
+        return self.warm(passages, progress=progress, desc="warm corpus", on_progress=on_progress)
+
+    def retrieve(self, question: str, top_k: int = 5, order: str = "score"):
+        """Retrieval alone: the best chunks for `question` (retrieval.ChunkHit list)."""
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
+            raise InvalidRequestError(f"top_k must be an integer in [1, 100], got {top_k!r}")
+        return self.corpus.search(question, top_k=top_k, order=order)
+
+    def query(self, question: str, top_k: int = 5, mode: str = "blend", order: str = "score", **kwargs) -> Answer:
+        """Retrieve the `top_k` chunks for `question` from the corpus and answer over them.
+
+        order: "score" (best first) or "document" (by document id and chunk ordinal). Other
+        keyword arguments are those of `answer`. The Answer's passages carry doc_id, ordinal, score.
+        """
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidRequestError("the question is empty; send a non-empty 'question' string")
+        t0 = time.perf_counter()
+        hits = self.retrieve(question, top_k=top_k, order=order)
+        if not hits:
+            raise InvalidRequestError("the corpus is empty: add documents before querying")
+        retrieval_s = time.perf_counter() - t0
+        answer = self.answer(
+            question,
+            [Passage(h.text, h.title) for h in hits],
+            mode=mode,
+            hits_meta=[{"doc_id": h.doc_id, "ordinal": h.ordinal, "score": float(h.score)} for h in hits],
+            **kwargs,
+        )
+        # TTFT of a query includes retrieval.
+        return replace(
+            answer,
+            ttft_s=answer.ttft_s + retrieval_s,
+            total_s=answer.total_s + retrieval_s,
+            timings=replace(answer.timings, retrieval=retrieval_s),
+        )
+
     # -- housekeeping --------------------------------------------------------------------------
     def stats(self):
+        """Store statistics (hits, misses, bytes, entries, evictions, corrupt entries per tier)."""
         return self.store.stats()
 
     def close(self) -> None:
-        self.store.close()
+        with self._lock:
+            if self._corpus is not None:
+                self._corpus.close()
+                self._corpus = None
+            self.store.close()
 
     def __enter__(self):
         return self

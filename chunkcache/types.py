@@ -10,11 +10,12 @@ MODES = ("full", "reuse", "blend", "ape")
 class Timings:
     """Wall times in seconds of one answer's stages.
 
-    lookup: cache lookup and load (decode of stored entries); warm: computing the KV of chunks
+    retrieval: finding the passages (query() only); lookup: cache lookup and load (decode of stored entries); warm: computing the KV of chunks
     that missed; reposition: RoPE of cached keys and cache assembly; prefill: the forward of
     the prompt (full prefill, recompute, or the query alone); decode: tokens after the first.
     """
 
+    retrieval: float = 0.0
     tokenize: float = 0.0
     lookup: float = 0.0
     warm: float = 0.0

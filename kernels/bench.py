@@ -56,7 +56,7 @@ def _time_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> tu
 
 
 def _chunk_inputs(codec: str, L: int, H: int, T: int, d: int, dev: torch.device):
-    """Random stored K/V of one chunk in `codec`'s layout: (packed_k, k_scale, packed_v, v_scale)."""
+    """Random stored K/V of one chunk in `codec` layout: (packed_k, k_scale, packed_v, v_scale)."""
     if codec in ("fp16", "bf16"):
         dtype = torch.float16 if codec == "fp16" else torch.bfloat16
         return (torch.randn(L, H, T, d, device=dev, dtype=dtype), None,

@@ -25,7 +25,7 @@ def _scatter_rows_kernel(
     mask = m_mask[:, None] & (e < D)[None, :]
     n = tl.load(idx_ptr + m, mask=m_mask, other=0)  # [BM] int64
     x = tl.load(rows_ptr + b * sr_b + h * sr_h + m[:, None] * sr_m + e[None, :], mask=mask)
-    tl.store(cache_ptr + b * sc_b + h * sc_h + m[:, None] * sc_n + e[None, :], x, mask=mask)
+    tl.store(cache_ptr + b * sc_b + h * sc_h + n[:, None] * sc_n + e[None, :], x, mask=mask)
 
 
 def launch_scatter_rows(cache: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> None:

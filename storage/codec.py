@@ -13,6 +13,8 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
            kscale, vscale as for int8
 
 The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise.
+Decode cost is mostly the crc32 check (about 4 GB/s: 1.4 ms for a 256-token fp16 chunk of the
+default model, 5.9 MB) and, with zstd, decompression (about 1-1.5 GB/s of output).
 """
 
 from dataclasses import dataclass

@@ -95,7 +95,6 @@ class LmdbTier:
             )
         except (OSError, lmdb.Error) as e:
             raise StorageError(f"cannot open LMDB environment at {self.path!r}: {e}") from e
-        self._data = self._access = self._info = None
         self._data, self._access, self._info = self._write(self._open_dbs)
 
     @property
@@ -116,7 +115,7 @@ class LmdbTier:
             self._reads_pending += 1
             flush = self._reads_pending >= self._flush_every
         if flush:
-            self._write(lambda txn: None)  # every write transaction applies the access buffer
+            self._flush_access()
         return value
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -162,8 +161,7 @@ class LmdbTier:
             if self._closed:
                 return
             try:
-                if self._pending:
-                    self._write(lambda txn: None)
+                self._flush_access()
             finally:
                 with self._gate.exclusive():
                     self._closed = True
@@ -224,6 +222,12 @@ class LmdbTier:
         with self._gate.exclusive():
             self._check_open()
             self._env.set_mapsize(size)
+
+    def _flush_access(self) -> None:
+        with self._lock:
+            if not self._pending:
+                return  # another thread flushed it already
+        self._write(lambda txn: None)  # every write transaction applies the access buffer
 
     def _check_open(self) -> None:
         if self._closed:
