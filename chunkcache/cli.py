@@ -27,7 +27,7 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
     g.add_argument("--codec", default="fp16", choices=["fp16", "bf16", "int8", "int4"], help="how chunk KV is stored (default: %(default)s)")
-    g.add_argument("--zstd-level", type=int, default=3, help="zstd level for stored KV, 0 to disable (default: %(default)s)")
+    g.add_argument("--zstd-level", type=int, default=0, help="zstd level for stored KV, 0 = off; pays off with bf16/int4 (default: %(default)s)")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
     b = p.add_argument_group("blending")
     b.add_argument("--check-layer", type=int, default=1, help="layers 0..N recompute every token; deviation is measured at N (default: %(default)s)")

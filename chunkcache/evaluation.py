@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from chunkcache.config import BlendConfig
 from chunkcache.errors import InvalidRequestError
 from chunkcache.metrics import best_over, exact_match, kl_divergence, token_f1
 from chunkcache.types import MODES
@@ -50,6 +51,7 @@ class RunSpec:
     mode: str
     ratio: float | None = None
     label: str = ""
+    blend: BlendConfig | None = None  # selection settings; None = the cache's own
 
     @property
     def name(self) -> str:
@@ -111,7 +113,8 @@ def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_toke
         row = {"id": ex.id, "question": ex.question, "answers": list(ex.answers), "outputs": {}}
         full = None
         for run in runs:
-            ans = cache.answer(ex.question, list(ex.passages), mode=run.mode, recompute_ratio=run.ratio, max_new_tokens=max_new_tokens, return_logprobs=True)
+            ans = cache.answer(ex.question, list(ex.passages), mode=run.mode, recompute_ratio=run.ratio, max_new_tokens=max_new_tokens,
+                               return_logprobs=True, blend=run.blend)
             if run.mode == "full":
                 full = ans
             s = sums[run.name]

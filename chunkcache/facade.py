@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from chunkcache.answering import Request, forced_tokens, generate
 from chunkcache.chunks import compute_chunks, compute_prefix, pack_batches
-from chunkcache.config import CacheConfig
+from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.engine import ApeParams, BlendPlan, Engine
 from chunkcache.errors import ContextTooLongError, InvalidRequestError
 from chunkcache.model import Generator
@@ -60,7 +60,7 @@ class ChunkCache:
             )
         )
         self._corpus = None
-        self._codec_tag = f"{config.codec}+zstd{config.zstd_level}" if config.zstd_level else config.codec
+        self._codec_tag = self.store.codec.tag
 
     # -- keys and warm-up -------------------------------------------------------------------
     def _key(self, ids: Sequence[int]) -> bytes:
@@ -122,11 +122,14 @@ class ChunkCache:
         on_token: Callable[[str], None] | None = None,
         return_logprobs: bool = False,
         hits_meta: Sequence[dict] | None = None,
+        blend: BlendConfig | None = None,
     ) -> Answer:
         """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
 
         mode: "full" | "reuse" | "blend" | "ape". recompute_ratio: blend's share of context
         tokens to recompute (default from the config). on_token receives each new text piece.
+        blend: per-request selection settings (check layer, deviation, sink tokens); default
+        from the config.
         """
         t_start = time.perf_counter()
         if mode not in MODES:
@@ -149,7 +152,7 @@ class ChunkCache:
             cached, hits, lookup_s, warm_s = (None, [False] * len(items), 0.0, 0.0)
             if mode != "full":
                 cached, hits, lookup_s, warm_s = self._load_chunks(chunk_ids)
-            blend = self.config.blend
+            blend = blend or self.config.blend
             plan = None
             if mode == "blend":
                 plan = BlendPlan(

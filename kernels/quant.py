@@ -45,6 +45,7 @@ def dequantize_reference(
         q = packed
     else:
         raise KernelInputError(f"unknown codec {codec!r}")
+    x = torch.empty(q.shape, dtype=torch.float32, device=q.device).copy_(q)  # new, contiguous
     if codec in QUANTIZED_CODECS:
-        return q.to(torch.float32).mul_(scale.to(torch.float32))  # a fresh copy: in place
-    return q.to(torch.float32)  # the input itself when it is already fp32
+        x.mul_(scale.to(torch.float32))
+    return x

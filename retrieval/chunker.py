@@ -27,9 +27,13 @@ from chunkcache.errors import ConfigError, InvalidRequestError
 
 # A blank line (possibly holding spaces) separates paragraphs.
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
-# A sentence ends at terminal punctuation (plus closing quotes/brackets) before whitespace,
-# or at CJK terminal punctuation, which is not followed by a space.
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|(?<=[。！？])\s*")
+# A sentence ends at terminal punctuation (plus up to two closing quotes/brackets) before
+# whitespace, or at CJK terminal punctuation, which is not followed by a space. Separators
+# match whitespace only, so no visible character falls between two sentences.
+_CLOSERS = "[\"'”’)\\]]"
+_SENTENCE_BREAK = re.compile(
+    rf"(?:(?<=[.!?…])|(?<=[.!?…]{_CLOSERS})|(?<=[.!?…]{_CLOSERS}{_CLOSERS}))\s+|(?<=[。！？])\s*"
+)
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 
 Span = tuple[int, int]

@@ -178,3 +178,42 @@ def test_kernels_work_without_triton():
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+
+@needs_triton
+def test_kernels_run_interpreted_after_an_early_triton_import():
+    """In a full test run transformers pulls in torch._dynamo, which imports triton before
+    this folder sets TRITON_INTERPRET: Triton's own @jit library (tl.sum, tl.zeros...) is then
+    in compiled mode and an interpreted kernel cannot call it. Guard every kernel against that
+    in a fresh process."""
+    script = textwrap.dedent("""
+        import os
+        import torch
+        import triton  # noqa: F401  (before the variable, as in a full pytest run)
+        os.environ["TRITON_INTERPRET"] = "1"
+        import chunkcache.kernels as K
+
+        def same(a, b):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+        pk = torch.randint(0, 256, (1, 2, 9, 32), dtype=torch.uint8)
+        ks, vs = torch.rand(1, 2, 1, 64).half(), torch.rand(1, 2, 9, 1).half()
+        pos, f = torch.arange(9), torch.rand(32)
+        args = (pk, ks, pk, vs, pos, f, 1.0, "int4", torch.float32)
+        for a, b in zip(K.dequant_rope(*args, impl="triton"), K.dequant_rope(*args)):
+            same(a, b)
+        x = torch.randn(2, 9, 64)
+        same(K.rerotate(x, pos, f, impl="triton"), K.rerotate(x, pos, f))
+        same(K.token_deviation(x, x + 1, impl="triton"), K.token_deviation(x, x + 1))
+        a, b = torch.zeros(2, 9, 64), torch.zeros(2, 9, 64)
+        K.scatter_rows(a, x[:, :3], pos[:3] + 2, impl="triton")
+        K.scatter_rows(b, x[:, :3], pos[:3] + 2)
+        same(a, b)
+        print("ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"

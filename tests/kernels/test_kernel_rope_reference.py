@@ -45,6 +45,7 @@ def test_rope_matches_hugging_face(rope, d):
                                 "fp32", torch.float32, impl="reference")
     torch.testing.assert_close(got_k, want)
     torch.testing.assert_close(got_v, v, rtol=0, atol=0)
+    assert got_v.data_ptr() != v.data_ptr() and got_v.is_contiguous()  # a new tensor, always
     if rope == "yarn":
         assert emb.attention_scaling != 1.0  # the case that needs the multiplier
 

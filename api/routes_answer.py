@@ -1,0 +1,81 @@
+"""`POST /v1/query` (retrieve, then answer) and `POST /v1/answer` (caller's passages)."""
+
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from chunkcache.api.answers import check_caps, sampling, to_response
+from chunkcache.api.errors import error_body
+from chunkcache.api.schemas import AnswerRequest, AnswerResponse, QueryRequest
+from chunkcache.api.services import Services
+from chunkcache.api.streaming import DONE, Failed, ModelStream, Token, sse
+from chunkcache.api.work_queue import Cancellation
+from chunkcache.types import Answer
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_DOC = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"}}
+
+# fn(cancellation, on_token) -> Answer, run on a model worker
+AnswerFn = Callable[[Cancellation, Callable[[str], None]], Answer]
+
+
+async def run_answer(s: Services, fn: AnswerFn) -> Answer:
+    """Run on the model queue; the per-token callback stops a request that was abandoned."""
+    answer = await s.queue.run(lambda c: fn(c, lambda _piece: c.check()), s.config.request_timeout_s)
+    s.metrics.observe_answer(answer)
+    return answer
+
+
+async def open_stream(s: Services, fn: AnswerFn) -> ModelStream:
+    stream = ModelStream(s.queue, fn, s.config.request_timeout_s)
+    await stream.open()
+    return stream
+
+
+async def answer_events(s: Services, stream: ModelStream) -> AsyncIterator[str]:
+    """`data: {"token": ...}` per piece, then the full answer JSON (or an error), then [DONE]."""
+    async for event in stream.events():
+        if isinstance(event, Token):
+            yield sse({"token": event.text})
+        elif isinstance(event, Failed):
+            yield sse(error_body(event.error.kind, event.error.message))
+        else:
+            s.metrics.observe_answer(event)
+            yield sse(to_response(event).model_dump())
+    yield DONE
+
+
+def answer_router(s: Services) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["answers"])
+
+    async def respond(fn: AnswerFn, stream: bool):
+        if not stream:
+            return to_response(await run_answer(s, fn))
+        opened = await open_stream(s, fn)
+        return StreamingResponse(answer_events(s, opened), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @router.post("/query", response_model=AnswerResponse, responses=STREAM_DOC, summary="Retrieve top_k chunks and answer over them")
+    async def query(req: QueryRequest):
+        check_caps(s.config, req.max_new_tokens, top_k=req.top_k)
+        params = sampling(req.temperature, req.top_p, req.seed)
+
+        def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
+            return s.cache.query(req.question, top_k=req.top_k, mode=req.mode, order=req.order, recompute_ratio=req.recompute_ratio,
+                                 max_new_tokens=req.max_new_tokens, sampling=params, on_token=on_token)
+
+        return await respond(fn, req.stream)
+
+    @router.post("/answer", response_model=AnswerResponse, responses=STREAM_DOC, summary="Answer over the passages sent")
+    async def answer(req: AnswerRequest):
+        check_caps(s.config, req.max_new_tokens, passages=len(req.passages))
+        params = sampling(req.temperature, req.top_p, req.seed)
+        passages = [p if isinstance(p, str) else p.model_dump() for p in req.passages]
+
+        def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
+            return s.cache.answer(req.question, passages, mode=req.mode, recompute_ratio=req.recompute_ratio,
+                                  max_new_tokens=req.max_new_tokens, sampling=params, on_token=on_token)
+
+        return await respond(fn, req.stream)
+
+    return router

@@ -1,0 +1,85 @@
+"""`ServiceConfig`: how the REST service runs, built once at the edge (CLI, `from_env`, tests)."""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from chunkcache.errors import ConfigError
+
+ENV_PREFIX = "CHUNKCACHE_"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """host/port: where uvicorn listens (loopback by default). api_key: when set, every route but
+    /healthz and /readyz needs `Authorization: Bearer <api_key>`. queue_size: model requests that
+    may wait for a worker; one more gets 503. workers: model worker threads. request_timeout_s:
+    queue wait plus model work, else 504. max_body_bytes: larger bodies get 413. max_top_k /
+    max_new_tokens_limit: request caps (422 above). ingest_root: the only server-side directory
+    `POST /v1/ingest` may read; None disables that route."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    queue_size: int = 8
+    workers: int = 1
+    request_timeout_s: float = 120.0
+    max_body_bytes: int = 2 * 2**20
+    max_top_k: int = 20
+    max_new_tokens_limit: int = 512
+    ingest_root: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
+        _check_int("port", self.port, 0, 65535)
+        if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 8 or self.api_key != self.api_key.strip()):
+            raise ConfigError("api_key must be a string of at least 8 characters without surrounding spaces, or None")
+        _check_int("queue_size", self.queue_size, 1, 10_000)
+        _check_int("workers", self.workers, 1, 64)
+        if isinstance(self.request_timeout_s, bool) or not isinstance(self.request_timeout_s, (int, float)) or not 0 < self.request_timeout_s <= 3600:
+            raise ConfigError(f"request_timeout_s must be a number in (0, 3600], got {self.request_timeout_s!r}")
+        _check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        _check_int("max_top_k", self.max_top_k, 1, 100)
+        _check_int("max_new_tokens_limit", self.max_new_tokens_limit, 1, 1 << 16)
+        if self.ingest_root is not None:
+            if not isinstance(self.ingest_root, str) or not os.path.isabs(self.ingest_root):
+                raise ConfigError(f"ingest_root must be an absolute directory path or None, got {self.ingest_root!r}")
+            if not os.path.isdir(self.ingest_root):
+                raise ConfigError(f"ingest_root {self.ingest_root!r} is not an existing directory")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ServiceConfig":
+        """The one place environment variables are read: CHUNKCACHE_<FIELD> (upper case), e.g.
+        CHUNKCACHE_API_KEY, CHUNKCACHE_PORT, CHUNKCACHE_INGEST_ROOT. Explicit `overrides` (from
+        CLI flags) win over the environment; an empty variable counts as unset."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, f.type)
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown ServiceConfig fields {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind) -> object:
+    if kind not in (int, float):
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")

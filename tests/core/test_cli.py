@@ -1,0 +1,48 @@
+"""The chunkcache command end to end on the real default model."""
+
+import json
+
+import pytest
+
+from chunkcache.cli import build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    for command in ("eval", "answer", "ingest", "warm", "query"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([command, "--help"])
+        assert exc.value.code == 0
+        assert "usage: chunkcache " + command in capsys.readouterr().out
+
+
+def test_eval_on_the_demo_set_writes_the_report(tmp_path, default_model_dir, capsys):
+    out = tmp_path / "eval.json"
+    rc = main([
+        "eval", "--limit", "2", "--modes", "full,reuse,blend,ape", "--recompute-ratio", "0.15,1.0",
+        "--max-new-tokens", "8", "--store", str(tmp_path / "store"), "--model", str(default_model_dir),
+        "--json", str(out), "--quiet",
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    runs = report["runs"]
+    assert set(runs) == {"full", "reuse", "blend@0.15", "blend@1", "ape"}
+    for name, rep in runs.items():
+        for key in ("n", "f1", "em", "fidelity", "first_token_agreement", "ttft_median_s", "ttft_speedup", "first_token_kl"):
+            assert key in rep, (name, key)
+        assert rep["n"] == 2
+    assert runs["full"]["fidelity"] == 1.0 and runs["full"]["ttft_speedup"] == 1.0
+    assert runs["blend@1"]["fidelity"] == 1.0 and runs["blend@1"]["first_token_agreement"] == 1.0
+    assert runs["blend@1"]["first_token_kl"] < 1e-4
+    assert len(report["examples"]) == 2
+    assert "| blend@0.15 |" in capsys.readouterr().out
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--recompute-ratio", "2"])
+    assert exc.value.code == 2
+    assert "--recompute-ratio takes numbers in [0, 1]" in capsys.readouterr().err
+    rc = main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--store", str(tmp_path)])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
