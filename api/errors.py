@@ -84,10 +84,10 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs for the API"
-        return error_response(exc.status_code, kind, detail, getattr(exc, "headers", None))
+        return error_response(exc.status_code, kind, detail, exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        # Starlette re-raises after sending this response, so uvicorn logs the traceback once.
         mapped = from_exception(exc)
         return error_response(mapped.status, mapped.kind, mapped.message)
 

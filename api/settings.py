@@ -56,7 +56,7 @@ class ServiceConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ServiceConfig":
         """The one place environment variables are read: CHUNKCACHE_<FIELD> (upper case), e.g.
         CHUNKCACHE_API_KEY, CHUNKCACHE_PORT, CHUNKCACHE_INGEST_ROOT. Explicit `overrides` (from
-        CLI flags) win over the environment; an empty variable counts as unset."""
+        CLI flags; None means "not given") win over the environment; an empty variable counts as unset."""
         env = os.environ if environ is None else environ
         values: dict = {}
         for f in fields(cls):

@@ -7,6 +7,7 @@ After that the response is committed: later failures become an `error` event in 
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from chunkcache.api.work_queue import Cancellation, ModelQueue
 from chunkcache.types import Answer
 
 DONE = "data: [DONE]\n\n"
+log = logging.getLogger(__name__)
 
 
 def sse(payload: Any) -> str:
@@ -97,5 +99,8 @@ class ModelStream:
         if item.cancelled():
             return Failed(ApiError(503, "cancelled", "the request was cancelled"))
         if item.exception() is not None:
-            return Failed(from_exception(item.exception()))
+            error = from_exception(item.exception())
+            if error.status >= 500:
+                log.error("streamed request failed: %s", error.message, exc_info=item.exception())
+            return Failed(error)
         return item.result()

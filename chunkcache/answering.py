@@ -73,6 +73,7 @@ def generate(
     sampler: Sampler,
     t_start: float,
     on_token: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Generated:
     """Run the prompt in `req.mode` and decode. `cached` holds each chunk's KV (None for full)."""
     gen = engine.gen
@@ -114,6 +115,9 @@ def generate(
     eos = set(gen.spec.eos_token_ids)
     finish = "stop" if token in eos else "length"
     while finish == "length" and len(tokens) < req.max_new_tokens:
+        if should_stop is not None and should_stop():
+            finish = "cancelled"
+            break
         logits = engine.step(kv, tokens[-1], next_pos)
         next_pos += 1
         token = sampler(logits)

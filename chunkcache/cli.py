@@ -40,8 +40,13 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
 
 
 def _build_cache(args):
-    from chunkcache.config import BlendConfig, CacheConfig
     from chunkcache.facade import ChunkCache
+
+    return ChunkCache(config=_cache_config(args))
+
+
+def _cache_config(args):
+    from chunkcache.config import BlendConfig, CacheConfig
 
     blend = BlendConfig(
         recompute_ratio=getattr(args, "default_ratio", 0.15),
@@ -60,7 +65,7 @@ def _build_cache(args):
         zstd_level=args.zstd_level or None,
         persist=not args.memory_only,
     )
-    return ChunkCache(config=config)
+    return config
 
 
 def cmd_eval(args) -> int:
@@ -147,6 +152,19 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from chunkcache.api.server import serve
+    from chunkcache.api.settings import ServiceConfig
+
+    overrides = {k: v for k, v in {
+        "host": args.host, "port": args.port, "api_key": args.api_key, "queue_size": args.queue_size,
+        "workers": args.workers, "request_timeout_s": args.request_timeout, "ingest_root": args.ingest_root,
+    }.items() if v is not None}
+    service = ServiceConfig.from_env(**overrides)
+    serve(_cache_config(args), service, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chunkcache",
@@ -207,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     _add_cache_options(p)
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("serve", help="run the REST service (FastAPI + uvicorn) over the store",
+                       description="Serve /v1/query, /v1/answer, /v1/chat/completions (OpenAI schema), /v1/documents, /v1/warm, "
+                       "/v1/stats, /metrics, /healthz and /readyz. Binds 127.0.0.1 unless --host says otherwise. Settings may "
+                       "also come from CHUNKCACHE_<SETTING> environment variables (e.g. CHUNKCACHE_API_KEY); flags win.")
+    p.add_argument("--host", default=None, help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 8000)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but health (or set CHUNKCACHE_API_KEY)")
+    p.add_argument("--queue-size", type=int, default=None, help="model requests allowed to wait; one more gets 503 (default: 8)")
+    p.add_argument("--workers", type=int, default=None, help="model worker threads (default: 1)")
+    p.add_argument("--request-timeout", type=float, default=None, help="seconds before a request gets 504 (default: 120)")
+    p.add_argument("--ingest-root", default=None, help="the only server directory POST /v1/ingest may read (default: none)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_cache_options(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

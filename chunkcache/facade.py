@@ -123,13 +123,15 @@ class ChunkCache:
         return_logprobs: bool = False,
         hits_meta: Sequence[dict] | None = None,
         blend: BlendConfig | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Answer:
         """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
 
         mode: "full" | "reuse" | "blend" | "ape". recompute_ratio: blend's share of context
         tokens to recompute (default from the config). on_token receives each new text piece.
         blend: per-request selection settings (check layer, deviation, sink tokens); default
-        from the config.
+        from the config. should_stop: polled before each decode step; True ends the answer early
+        with finish_reason "cancelled" (a client that went away, a timeout).
         """
         t_start = time.perf_counter()
         if mode not in MODES:
@@ -174,7 +176,7 @@ class ChunkCache:
                         on_token(text[len(state["text"]):])
                         state["text"] = text
 
-            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push)
+            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop)
         text = self.generator.tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(

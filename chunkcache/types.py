@@ -50,7 +50,7 @@ class Answer:
     generated_tokens: int
     token_ids: tuple[int, ...]
     passages: tuple[PassageHit, ...]
-    finish_reason: str  # "stop" (end-of-sequence token) or "length"
+    finish_reason: str  # "stop" (end-of-sequence token), "length" or "cancelled"
     recompute_ratio: float | None = None
     # [V] float32 log-probabilities of the first generated token; only when asked for (eval, bench).
     first_logprobs: Any = field(default=None, repr=False, compare=False)

@@ -9,7 +9,7 @@ from chunkcache.cli import build_parser, main
 
 def test_every_command_has_help(capsys):
     parser = build_parser()
-    for command in ("eval", "answer", "ingest", "warm", "query"):
+    for command in ("eval", "answer", "ingest", "warm", "query", "serve"):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args([command, "--help"])
         assert exc.value.code == 0
