@@ -9,14 +9,15 @@ import math
 
 import torch
 
+from chunkcache import kernels
+
 
 def token_deviation(fresh: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
-    """Per-token squared deviation summed over heads and dims.
+    """Per-token squared deviation summed over heads and dims (fp32 accumulate).
 
-    fresh, cached: [H, T, d]. Returns [T] float32.
+    fresh, cached: [H, T, d]. Returns [T] float32. Runs the fused kernel on CUDA tensors.
     """
-    diff = fresh.to(torch.float32) - cached.to(torch.float32)
-    return diff.square().sum(dim=(0, 2))
+    return kernels.token_deviation(fresh, cached)
 
 
 def budget(num_tokens: int, ratio: float) -> int:

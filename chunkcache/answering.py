@@ -17,6 +17,7 @@ import torch
 from chunkcache.blending import chunk_starts_forced
 from chunkcache.chunks import PrefixKV, new_working_kv
 from chunkcache.engine import BlendPlan, Engine
+from chunkcache.kernels import dequant_rope
 from chunkcache.sampling import Sampler
 
 
@@ -59,7 +60,9 @@ def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch
         suffix_start = p + sum(lengths)
     slots = kv.reserve(positions)
     stacked = torch.cat(cached, dim=3).to(kv.k.dtype)  # [L, 2, Hkv, N, d]
-    kv.write_span(p, engine.gen.rotate(stacked[:, 0], positions), stacked[:, 1])
+    inv_freq, scaling = engine.gen.rope_frequencies(positions)
+    k_rot, v = dequant_rope(stacked[:, 0], None, stacked[:, 1], None, positions, inv_freq, scaling, "fp32", kv.k.dtype)
+    kv.write_span(p, k_rot, v)
     if ape:
         kv.ape_slots = (p, p + sum(lengths))
     return kv, slots, stacked, suffix_start

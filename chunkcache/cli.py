@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from chunkcache.bench.cli import add_bench_parser
 from chunkcache.errors import ChunkCacheError
 
 DEFAULT_STORE = os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store")
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _add_cache_options(p)
     p.set_defaults(func=cmd_serve)
+    add_bench_parser(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 import torch
 
+from chunkcache.kernels import scatter_rows
 from chunkcache.model import ModelSpec
 
 
@@ -36,9 +37,9 @@ class WorkingKV:
         return slots
 
     def write(self, layer: int, slots: torch.Tensor, k_rot: torch.Tensor, v: torch.Tensor) -> None:
-        """k_rot, v: [Hkv, T, d] at `slots` [T]."""
-        self.k[layer, :, slots] = k_rot.to(self.k.dtype)
-        self.v[layer, :, slots] = v.to(self.v.dtype)
+        """k_rot, v: [Hkv, T, d] at `slots` [T] (the scatter kernel on CUDA, its reference on CPU)."""
+        scatter_rows(self.k[layer], k_rot.to(self.k.dtype), slots)
+        scatter_rows(self.v[layer], v.to(self.v.dtype), slots)
 
     def write_span(self, start: int, k_rot: torch.Tensor, v: torch.Tensor) -> None:
         """Bulk copy of every layer: k_rot, v: [L, Hkv, T, d] into slots [start, start+T)."""

@@ -83,6 +83,14 @@ class Generator:
         cos, sin = self.rotary(probe, positions.to(torch.int64)[None, :])
         return cos[0].to(torch.float32), sin[0].to(torch.float32)
 
+    def rope_frequencies(self, positions: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(inv_freq [d/2] float32, attention_scaling) the model uses for `positions`.
+
+        Runs the rotary module first so dynamic scaling has updated its frequencies.
+        """
+        self.rope(positions[-1:])
+        return self.rotary.inv_freq.to(torch.float32), float(self.rotary.attention_scaling)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: [T] int64 -> [T, D]."""
         return self.embed_tokens(ids)

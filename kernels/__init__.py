@@ -15,7 +15,7 @@ This package imports nothing else of chunkcache.
 from .available import IMPLS, Impl, choose_impl, triton_available
 from .deviation import token_deviation, token_deviation_reference
 from .errors import KernelInputError
-from .quant import CODEC_DTYPES, dequantize_reference, unpack_int4
+from .quant import CODEC_DTYPES, dequantize_reference
 from .rope import (
     apply_rope_reference,
     dequant_rope,
@@ -44,5 +44,4 @@ __all__ = [
     "token_deviation",
     "token_deviation_reference",
     "triton_available",
-    "unpack_int4",
 ]

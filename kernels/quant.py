@@ -27,25 +27,21 @@ CODEC_DTYPES: dict[str, torch.dtype] = {
 QUANTIZED_CODECS = ("int8", "int4")
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """`packed: [..., d/2]` uint8 -> `[..., d]` int8 in [-8, 7] (low nibble first)."""
-    low = (packed & 0x0F).to(torch.int8) - 8  # element 2i
-    high = (packed >> 4).to(torch.int8) - 8  # element 2i + 1
-    return torch.stack((low, high), dim=-1).flatten(-2)  # [..., d/2, 2] -> [..., d]
-
-
 def dequantize_reference(
     packed: torch.Tensor, scale: torch.Tensor | None, codec: str
 ) -> torch.Tensor:
-    """Stored K or V `[L, H, T, d]` (int4: `[L, H, T, d/2]`) -> fp32 `[L, H, T, d]`.
+    """Stored K or V `[L, H, T, d]` (int4: `[L, H, T, d/2]`) -> a new fp32 `[L, H, T, d]`.
     `scale` broadcasts against the result: `[L, H, 1, d]` for keys, `[L, H, T, 1]` for values."""
-    if codec == "int4":
-        q = unpack_int4(packed)
-    elif codec in CODEC_DTYPES:
-        q = packed
-    else:
+    if codec not in CODEC_DTYPES:
         raise KernelInputError(f"unknown codec {codec!r}")
-    x = torch.empty(q.shape, dtype=torch.float32, device=q.device).copy_(q)  # new, contiguous
+    d = packed.shape[-1] * (2 if codec == "int4" else 1)
+    x = torch.empty((*packed.shape[:-1], d), dtype=torch.float32, device=packed.device)
+    if codec == "int4":
+        x[..., 0::2] = packed & 0x0F  # element 2i: low nibble, stored as q + 8
+        x[..., 1::2] = packed >> 4  # element 2i + 1: high nibble
+        x.sub_(8)
+    else:
+        x.copy_(packed)
     if codec in QUANTIZED_CODECS:
         x.mul_(scale.to(torch.float32))
     return x

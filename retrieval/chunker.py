@@ -32,7 +32,8 @@ _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 # match whitespace only, so no visible character falls between two sentences.
 _CLOSERS = "[\"'”’)\\]]"
 _SENTENCE_BREAK = re.compile(
-    rf"(?:(?<=[.!?…])|(?<=[.!?…]{_CLOSERS})|(?<=[.!?…]{_CLOSERS}{_CLOSERS}))\s+|(?<=[。！？])\s*"
+    rf"(?:(?<=[.!?…])|(?<=[.!?…]{_CLOSERS})|(?<=[.!?…]{_CLOSERS}{_CLOSERS}))\s+"
+    r"|(?<=[。！？])\s*"
 )
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 

@@ -11,7 +11,8 @@ and rebuilt from the stored chunks on open.
 Identical chunk text in several documents is stored, embedded and indexed once (keyed by its
 sha256 ``content_digest``, which is also the KV-cache key), embedded with the title of the
 document that brought it in first, and attributed in results to the oldest document still
-holding it. One process at a time may open a directory.
+holding it. One process at a time may open a directory, and a Corpus object is not
+thread-safe: callers serialise access (one lock around it is enough).
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class Corpus:
         """Add or replace documents; returns their ids. See ``ingest``."""
         return list(self.ingest(docs, progress=progress).doc_ids)
 
-    def ingest(self, docs: Iterable[Document | dict[str, Any]], progress: bool = False) -> IngestReport:
+    def ingest(
+        self, docs: Iterable[Document | dict[str, Any]], progress: bool = False
+    ) -> IngestReport:
         """Add documents (an existing id is replaced: its old chunks are released).
 
         Everything is validated and chunked before anything is written, so a bad document
@@ -126,7 +129,8 @@ class Corpus:
         inputs: dict[str, str] = {}  # digest -> embedding input, first occurrence wins
         for doc, chunks in chunked:
             for chunk in chunks:
-                inputs.setdefault(content_digest(chunk.text), self._embedding_input(doc.title, chunk.text))
+                digest = content_digest(chunk.text)
+                inputs.setdefault(digest, self._embedding_input(doc.title, chunk.text))
         missing = self._store.missing_digests(list(inputs))
         todo = [d for d in inputs if d in missing]
         vectors = self._embedder.encode([inputs[d] for d in todo], progress=progress)  # [n, dim]
@@ -151,7 +155,7 @@ class Corpus:
     def get_document(self, doc_id: str) -> Document:
         self._check_open()
         stored = self._require_document(doc_id)
-        return Document(id=stored.id, text=stored.text, title=stored.title, metadata=stored.metadata)
+        return Document(stored.id, stored.text, stored.title, stored.metadata)
 
     def list_documents(self, offset: int = 0, limit: int = 100) -> list[DocumentInfo]:
         """Documents in id order (UTF-8 byte order)."""
@@ -295,7 +299,9 @@ class Corpus:
             return
         diff = {k: (stored.get(k), v) for k, v in wanted.items() if stored.get(k) != v}
         if diff:
-            detail = "; ".join(f"{k}: directory has {a!r}, asked for {b!r}" for k, (a, b) in diff.items())
+            detail = "; ".join(
+                f"{k}: directory has {a!r}, asked for {b!r}" for k, (a, b) in diff.items()
+            )
             raise ConfigError(f"corpus {self.directory!r} was built with other settings: {detail}")
 
     def _open_index(self) -> VectorIndex:
@@ -307,7 +313,8 @@ class Corpus:
                 index = VectorIndex.load(path, self.config.index)
             except ConfigError:  # another index kind asked for: rebuild below
                 index = None
-            if index is not None and index.dim == self._embedder.dim and len(index) == self._store.count_chunks():
+            if (index is not None and index.dim == self._embedder.dim
+                    and len(index) == self._store.count_chunks()):
                 return index
         index = VectorIndex(self._embedder.dim, self.config.index)
         for ids, vectors in self._store.iter_vectors(self._embedder.dim):

@@ -280,7 +280,9 @@ class _Writer:
         if cid not in self._chunks:
             raw = self._txn.get(_key(cid), db=self._db["chunks"])
             if raw is None:
-                raise StorageError(f"docstore is inconsistent: chunk {cid} is referenced but missing")
+                raise StorageError(
+                    f"docstore is inconsistent: chunk {cid} is referenced but missing"
+                )
             self._chunks[cid] = json.loads(raw)
         return self._chunks[cid]
 

@@ -102,7 +102,9 @@ def validate_documents(items: Iterable[Document | dict[str, Any]]) -> list[Docum
         if not doc.text.strip():
             raise InvalidRequestError(f"{where}: text is empty or whitespace only")
         if not isinstance(doc.title, str):
-            raise InvalidRequestError(f"{where}: title must be a str, got {type(doc.title).__name__}")
+            raise InvalidRequestError(
+                f"{where}: title must be a str, got {type(doc.title).__name__}"
+            )
         if not isinstance(doc.metadata, dict):
             raise InvalidRequestError(
                 f"{where}: metadata must be a dict, got {type(doc.metadata).__name__}"

@@ -48,7 +48,9 @@ class Embedder:
         try:
             self._model = SentenceTransformer(path, device=device, local_files_only=True)
         except Exception as exc:  # the library raises many kinds; all mean "cannot load"
-            raise ModelLoadError(f"cannot load embedder from {path!r} on {device!r}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot load embedder from {path!r} on {device!r}: {exc}"
+            ) from exc
         self.model_path = path
         self.batch_size = batch_size
         self.device = device

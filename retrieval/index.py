@@ -8,10 +8,10 @@ Kinds (``IndexConfig.kind``):
 
 - ``"flat"``: ``IndexFlatIP``, exact. Removal is a real ``remove_ids``.
 - ``"hnsw"``: ``IndexHNSWFlat`` with inner product. HNSW cannot delete, so removal marks ids
-  in a **tombstone set** that every search excludes through a FAISS ``IDSelector`` (exact
-  top-k over the live entries, no over-fetching). The graph is **rebuilt** from its own
-  stored vectors once tombstones exceed ``compact_fraction`` of the entries, and always
-  before ``save``, so a saved file never holds a deleted vector.
+  in a **tombstone set** that every search excludes through a FAISS ``IDSelector`` (the
+  graph walk skips them, so k live results come back without over-fetching). The graph is
+  **rebuilt** from its own stored vectors once tombstones exceed ``compact_fraction`` of the
+  entries, and always before ``save``, so a saved file never holds a deleted vector.
 - ``"ivf"``: ``IndexIVFFlat``. Needs training, so it stays flat (exact) until it holds
   ``ivf_train_min`` vectors, then trains ``nlist = min(4*sqrt(n), n/39)`` centroids on
   everything it holds (39 points per centroid is FAISS's own minimum) and moves over.

@@ -52,7 +52,10 @@ def _load_file(path: Path, doc_id: str) -> list[Document]:
 
 
 def _load_jsonl(path: Path) -> list[Document]:
-    """One document per non-blank line: ``{"id": str, "text": str, "title"?: str, "metadata"?: {}}``."""
+    """One document per non-blank line.
+
+    Each line is ``{"id": str, "text": str, "title"?: str, "metadata"?: {...}}``.
+    """
     docs = []
     for number, line in enumerate(_read(path).splitlines(), start=1):
         if not line.strip():
@@ -63,10 +66,13 @@ def _load_jsonl(path: Path) -> list[Document]:
         except json.JSONDecodeError as exc:
             raise InvalidRequestError(f"{where}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict):
-            raise InvalidRequestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            raise InvalidRequestError(
+                f"{where}: expected a JSON object, got {type(record).__name__}"
+            )
         for key, kind in (("id", str), ("text", str), ("title", str), ("metadata", dict)):
             required = key in ("id", "text")
-            if (required and key not in record) or (key in record and not isinstance(record[key], kind)):
+            wrong_type = key in record and not isinstance(record[key], kind)
+            if (required and key not in record) or wrong_type:
                 raise InvalidRequestError(
                     f"{where}: field {key!r} must be a {kind.__name__}"
                     + (" (required)" if required else "")

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Before anything imports triton (transformers pulls it in through torch._dynamo): kernel tests
+# run Triton's CPU interpreter, and its language helpers only work if this is set first.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

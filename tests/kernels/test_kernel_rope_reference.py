@@ -14,7 +14,7 @@ from kernel_factories import (
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from chunkcache.kernels import dequant_rope, dequantize_reference, rerotate, unpack_int4
+from chunkcache.kernels import dequant_rope, dequantize_reference, rerotate
 
 ROPE_CONFIGS = {
     "default": dict(rope_type="default", rope_theta=10000.0),
@@ -72,7 +72,8 @@ def test_rerotate_moves_keys_from_p_to_q(impl):
 def test_int4_nibble_order():
     """Byte 0x9F holds element 2i = 0xF - 8 = 7 (low nibble) and 2i+1 = 0x9 - 8 = 1 (high)."""
     packed = torch.tensor([[0x9F, 0x08]], dtype=torch.uint8)  # [1, d/2 = 2]
-    assert unpack_int4(packed).tolist() == [[7, 1, 0, -8]]
+    one = torch.ones(1, 1, dtype=torch.float16)
+    assert dequantize_reference(packed, one, "int4").tolist() == [[7, 1, 0, -8]]
     scale = torch.tensor([[0.5]], dtype=torch.float16)
     assert dequantize_reference(packed, scale, "int4").tolist() == [[3.5, 0.5, 0.0, -4.0]]
 

@@ -1,0 +1,146 @@
+"""Peers timed in the same run as chunkcache: Hugging Face `generate` and llama.cpp.
+
+Each peer answers the same token ids as chunkcache's `full` mode:
+prefix_ids + passage_ids(chunk) for each chunk + suffix_ids(question), and is timed to its
+first generated token. A peer gives `TimedVariant`s, so the runner interleaves them
+with chunkcache's modes without knowing what they are.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chunkcache.bench.contexts import BenchContext
+from chunkcache.bench.variants import Sample, TimedVariant
+from chunkcache.prompt import Passage
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    name: str
+    available: bool
+    detail: str  # what was run, or why it was skipped
+
+
+def prompt_ids(cache, ctx: BenchContext, question: str | None = None) -> list[int]:
+    """The full prompt's token ids, exactly as chunkcache's `full` mode sees them."""
+    ids = list(cache.prompt.prefix_ids)
+    for text in ctx.chunks:
+        ids += cache.prompt.passage_ids(Passage(text))
+    return ids + cache.prompt.suffix_ids(question or ctx.question)
+
+
+def hf_generate_variant(cache) -> TimedVariant:
+    """Plain `model.generate(max_new_tokens=1)` on the whole prompt; the clock includes tokenization
+    (as chunkcache's TTFT does)."""
+    model = cache.generator.model
+    pad = cache.generator.spec.eos_token_ids[0] if cache.generator.spec.eos_token_ids else None
+
+    def run(ctx: BenchContext) -> Sample:
+        t0 = time.perf_counter()
+        ids = torch.tensor([prompt_ids(cache, ctx)])  # [1, T]
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=pad)
+        return Sample(time.perf_counter() - t0, prompt_tokens=ids.shape[1])
+
+    return TimedVariant("hf_generate", run, "peer")
+
+
+def gguf_for(model_dir: Path, model_arg: str | None) -> Path | None:
+    """The GGUF file the generator was converted from, if any (llama.cpp needs the same weights)."""
+    if model_arg and model_arg.endswith(".gguf") and Path(model_arg).is_file():
+        return Path(model_arg)
+    source = Path(model_dir) / "chunkcache-source.json"
+    if source.is_file():
+        path = Path(json.loads(source.read_text()).get("gguf", ""))
+        if path.is_file():
+            return path
+    if model_arg in (None, "default"):
+        from chunkcache.model_files import default_gguf_path
+
+        return default_gguf_path()
+    return None
+
+
+class LlamaCppPeer:
+    """llama.cpp (llama-cpp-python) on the GGUF the generator came from, n_threads = torch's.
+
+    Two variants: `llama.cpp` resets the context and prefills the whole prompt; `llama.cpp+cache`
+    first answers the same passages with another question (untimed), which leaves the state in
+    llama-cpp-python's RAM prompt cache, resets the live context, then times the real question:
+    the cache restores the longest shared prefix (prefix + passages) and only the question is
+    prefilled. That is prefix caching at its best case (same passages, same order).
+    Note that llama.cpp runs the GGUF's quantized weights (Q4_1 for the default model) while
+    chunkcache and HF run the dequantized float32 weights.
+    """
+
+    def __init__(self, gguf: Path, n_ctx: int, vocab_size: int):
+        import llama_cpp
+
+        self.gguf = gguf
+        self.version = getattr(llama_cpp, "__version__", "?")
+        self.threads = torch.get_num_threads()
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=self.threads, n_threads_batch=self.threads,
+                                   verbose=False, seed=0)
+        if self.llm.n_vocab() != vocab_size:
+            raise RuntimeError(f"llama.cpp's vocabulary has {self.llm.n_vocab()} tokens, the generator's {vocab_size}")
+        self.ram_cache = llama_cpp.LlamaRAMCache(capacity_bytes=1 << 30)
+
+    def _ttft(self, ids: list[int]) -> Sample:
+        t0 = time.perf_counter()
+        stream = self.llm.create_completion(ids, max_tokens=1, temperature=0.0, stream=True)
+        next(stream)
+        elapsed = time.perf_counter() - t0
+        for _ in stream:  # let it finish (and save its state to the prompt cache, if set)
+            pass
+        return Sample(elapsed, prompt_tokens=len(ids))
+
+    def variants(self, cache) -> list[TimedVariant]:
+        def cold(ctx: BenchContext) -> Sample:
+            self.llm.set_cache(None)
+            self.llm.reset()
+            return self._ttft(prompt_ids(cache, ctx))
+
+        def cached(ctx: BenchContext) -> Sample:
+            self.llm.set_cache(self.ram_cache)
+            self.llm.reset()
+            self._ttft(prompt_ids(cache, ctx, ctx.prime_question))
+            self.llm.reset()  # the prefix must come from the prompt cache, not the live context
+            return self._ttft(prompt_ids(cache, ctx))
+
+        return [TimedVariant("llama.cpp", cold, "peer"), TimedVariant("llama.cpp+cache", cached, "peer")]
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def load_llamacpp(cache, model_arg: str | None, n_ctx: int) -> tuple[LlamaCppPeer | None, PeerStatus]:
+    """The llama.cpp peer, or None and the reason it is skipped (an optional extra)."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        return None, PeerStatus("llama.cpp", False, f"skipped: llama-cpp-python is not installed ({exc}); "
+                                "`pip install llama-cpp-python` (compiles llama.cpp) to include it")
+    try:
+        gguf = gguf_for(cache.model_dir, model_arg)
+    except Exception as exc:  # the default GGUF package may be missing
+        return None, PeerStatus("llama.cpp", False, f"skipped: no GGUF file ({exc})")
+    if gguf is None:
+        return None, PeerStatus("llama.cpp", False, "skipped: the generator was not converted from a GGUF file; pass --model X.gguf")
+    try:
+        peer = LlamaCppPeer(gguf, n_ctx, cache.generator.spec.vocab_size)
+    except Exception as exc:
+        return None, PeerStatus("llama.cpp", False, f"skipped: could not load {gguf} ({type(exc).__name__}: {exc})")
+    return peer, PeerStatus("llama.cpp", True, f"llama-cpp-python {peer.version} on {gguf.name}, n_ctx {n_ctx}, "
+                            f"{peer.threads} threads; +cache = RAM prompt cache restoring the shared prefix")
+
+
+def hf_status(cache) -> PeerStatus:
+    import transformers
+
+    return PeerStatus("hf_generate", True, f"transformers {transformers.__version__} generate(max_new_tokens=1), "
+                      f"{cache.generator.dtype}, attn {getattr(cache.generator.model.config, '_attn_implementation', '?')}, "
+                      f"{torch.get_num_threads()} threads")

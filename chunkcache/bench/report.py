@@ -1,0 +1,123 @@
+"""The bench's outputs: a machine description, DIR/bench.json and a Markdown summary."""
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not on Unix
+        return None
+
+
+def describe_machine() -> dict:
+    import torch
+    import transformers
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg": _loadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(result: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "bench.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def format_ttft(ttft: dict) -> list[str]:
+    sizes = [str(n) for n in ttft["sizes"]]
+    largest = sizes[-1]
+    head = ["variant"] + [f"{n} chunks ({ttft['context_tokens'][n]} tok)" for n in sizes] + [f"speedup @{largest}", f"load @{largest}"]
+    rows = []
+    for name, row in ttft["variants"].items():
+        cells = [f"{_ms(row['by_size'][n]['median_s'])} ({_ms(row['by_size'][n]['p95_s'])})" for n in sizes]
+        last = row["by_size"][largest]
+        rows.append([name] + cells + [f"{last['speedup_vs_full']:.2f}x", _ms(last["load_median_s"])])
+    lines = [f"### TTFT: median (p95) ms over {ttft['repeats']} repeats, chunks of ~{ttft['chunk_tokens']} tokens, warm LMDB store", ""]
+    lines += _table(head, rows)
+    lines += ["", "load = median time reading and decoding the chunk KV from LMDB (ms), part of TTFT."]
+    lines += [f"- {p['name']}: {p['detail']}" for p in ttft["peers"]]
+    return lines
+
+
+def format_quality(quality: dict) -> list[str]:
+    head = ["run", "recomputed", "fidelity", "F1 gold", "1st-token agree", "1st-token KL", "TTFT ms", "speedup"]
+    rows = []
+    for name, r in quality["runs"].items():
+        rows.append([name, f"{r['recomputed_share']:.3f}", f"{r['fidelity']:.3f}", f"{r['f1']:.3f}", f"{r['first_token_agreement']:.2f}",
+                     f"{r['first_token_kl']:.4f}", _ms(r["ttft_median_s"]), f"{r['ttft_speedup']:.2f}x"])
+    lines = [f"### Quality vs recompute ratio: {quality['n_examples']} examples as given, {quality['max_new_tokens']}-token greedy answers", ""]
+    lines += _table(head, rows)
+    lines += ["", "fidelity = token F1 against full prefill's answer; KL(full || run) of the first token's distribution, nats."]
+    return lines
+
+
+def format_kernels(kernels: list[dict]) -> list[str]:
+    rows = [[k["op"], k["impl"], f"{k['median_ms']:.3f}", f"{k['p95_ms']:.3f}", k["shape"]] for k in kernels]
+    return ["### Kernels (chunkcache.kernels.bench)", ""] + _table(["op", "impl", "median ms", "p95 ms", "shape"], rows)
+
+
+def format_summary(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "## chunkcache bench",
+        "",
+        f"{m['cpu']}, {m['usable_cores']} usable cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"transformers {m['transformers']}, {m['date']}; load average {_load(m.get('loadavg'))} -> {_load(m.get('loadavg_end'))}",
+        f"model: {Path(result['model']['dir']).name} ({result['model']['n_layers']} layers)",
+        "",
+    ]
+    lines += format_ttft(result["ttft"]) + [""] + format_quality(result["quality"])
+    if result.get("kernels"):
+        lines += [""] + format_kernels(result["kernels"])
+    return "\n".join(lines) + "\n"
+
+
+def _load(values) -> str:
+    return "?" if not values else f"{values[0]:.2f}"
+
+
+def write_summary(result: dict, out_dir: Path) -> tuple[Path, str]:
+    text = format_summary(result)
+    path = out_dir / "summary.md"
+    path.write_text(text)
+    return path, text
