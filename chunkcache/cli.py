@@ -29,6 +29,8 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
     g.add_argument("--codec", default="fp16", choices=["fp16", "bf16", "int8", "int4"], help="how chunk KV is stored (default: %(default)s)")
     g.add_argument("--zstd-level", type=int, default=0, help="zstd level for stored KV, 0 = off; pays off with bf16/int4 (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
     b = p.add_argument_group("blending")
     b.add_argument("--check-layer", type=int, default=1, help="layers 0..N recompute every token; deviation is measured at N (default: %(default)s)")
@@ -43,7 +45,15 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
 def _build_cache(args):
     from chunkcache.facade import ChunkCache
 
+    _set_threads(args)
     return ChunkCache(config=_cache_config(args))
+
+
+def _set_threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _cache_config(args):
@@ -162,6 +172,7 @@ def cmd_serve(args) -> int:
         "workers": args.workers, "request_timeout_s": args.request_timeout, "ingest_root": args.ingest_root,
     }.items() if v is not None}
     service = ServiceConfig.from_env(**overrides)
+    _set_threads(args)
     serve(_cache_config(args), service, log_level=args.log_level)
     return 0
 

@@ -24,6 +24,8 @@ def variants(curve: list[float]) -> list[RunSpec]:
         RunSpec("blend", at, "blend v@L0 r=0.15", BlendConfig(check_layer=0)),
         RunSpec("blend", at, "blend v@L2 r=0.15", BlendConfig(check_layer=2)),
         RunSpec("blend", at, "blend vattn@L1 r=0.15", BlendConfig(deviation_of="vattn")),
+        RunSpec("blend", at, "blend vattn@L2 r=0.15", BlendConfig(deviation_of="vattn", check_layer=2)),
+        RunSpec("blend", at, "blend v@L3 r=0.15", BlendConfig(check_layer=3)),
         RunSpec("blend", at, "blend v@L1 sink4 r=0.15", BlendConfig(sink_tokens=4)),
         RunSpec("blend", 0.3, "blend v@L1 adaptive0.5 max0.3", BlendConfig(adaptive_coverage=0.5)),
     ]
@@ -38,7 +40,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--curve", default="0,0.05,0.15,0.3,0.5,1.0")
     ap.add_argument("--json", default="out/selection.json")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cache = ChunkCache(config=CacheConfig(store_dir=args.store))
     try:
         runs = variants([float(x) for x in args.curve.split(",")])

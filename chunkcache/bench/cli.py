@@ -9,7 +9,7 @@ from chunkcache.bench.variants import PEERS
 # Sized for 2 CPU cores and the default model: the default preset takes about 15 minutes, --quick about 3.
 PRESETS = {
     "default": {"sizes": (2, 5, 10, 20), "repeats": 5, "limit": 12, "kernel_repeats": 20},
-    "quick": {"sizes": (2, 5, 10, 20), "repeats": 2, "limit": 3, "kernel_repeats": 5},
+    "quick": {"sizes": (2, 5, 10, 20), "repeats": 1, "limit": 3, "kernel_repeats": 5},
 }
 
 
@@ -60,7 +60,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--kernels", action="store_true", help="also run chunkcache.kernels.bench and include its table")
     t = p.add_argument_group("sizes and repeats")
     t.add_argument("--sizes", type=_ints, default=None, help="chunks per prompt in the TTFT sweep (default: 2,5,10,20)")
-    t.add_argument("--repeats", type=int, default=None, help="timed repeats per variant and size (default: 5, --quick 2)")
+    t.add_argument("--repeats", type=int, default=None, help="timed repeats per variant and size (default: 5, --quick 1)")
     t.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk in the TTFT sweep (default: %(default)s)")
     t.add_argument("--ratios", type=_ratios, default=(0.0, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0),
                    help="blend ratios of the quality sweep (default: 0,0.05,0.1,0.15,0.3,0.5,1)")

@@ -57,14 +57,27 @@ def plot_fidelity(quality: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both axes (higher x and higher y are better),
+    ordered by x. points: name -> (fidelity, speedup)."""
+    front = []
+    for name, (x, y) in points.items():
+        beaten = any(ox >= x and oy >= y and (ox, oy) != (x, y) for other, (ox, oy) in points.items() if other != name)
+        if not beaten:
+            front.append(name)
+    return sorted(front, key=lambda n: points[n])
+
+
 def plot_frontier(quality: dict, path: Path) -> Path:
-    """TTFT speedup over full against fidelity: the trade-off each run makes."""
+    """TTFT speedup over full against fidelity, each run a point; the line joins the Pareto front."""
+    points = {name: (r["fidelity"], r["ttft_speedup"]) for name, r in quality["runs"].items()}
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for name, r in quality["runs"].items():
-        ax.plot([r["fidelity"]], [r["ttft_speedup"]], "o", color="C3" if name.startswith("adaptive") else "C0")
-        ax.annotate(name, (r["fidelity"], r["ttft_speedup"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    blend = sorted((r["ratio"], r) for name, r in quality["runs"].items() if name.startswith("blend@"))
-    ax.plot([r["fidelity"] for _, r in blend], [r["ttft_speedup"] for _, r in blend], "-", color="C0", alpha=0.5)
+    for name, (x, y) in points.items():
+        ax.plot([x], [y], "o", color="C3" if name.startswith("adaptive") else "C0")
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front(points)
+    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "-", color="C1", alpha=0.7, label="Pareto front")
+    ax.legend(fontsize=8)
     ax.set_xlabel("fidelity to full (token F1 of answers)")
     ax.set_ylabel("TTFT speedup over full (median)")
     ax.set_title("Trade-off: speedup vs fidelity")

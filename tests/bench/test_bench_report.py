@@ -106,3 +106,10 @@ def test_plots_are_readable_pngs(tmp_path):
     for p in paths:
         img = matplotlib.image.imread(p)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200 and img.shape[2] in (3, 4)
+
+
+def test_pareto_front_keeps_only_unbeaten_points():
+    from chunkcache.bench.plots import pareto_front
+
+    points = {"full": (1.0, 1.0), "blend@1": (1.0, 0.9), "blend@0.15": (0.8, 2.5), "adaptive": (0.75, 2.0), "reuse": (0.6, 4.0)}
+    assert pareto_front(points) == ["reuse", "blend@0.15", "full"]
