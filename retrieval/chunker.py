@@ -19,6 +19,7 @@ and the config.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
@@ -235,17 +236,22 @@ def _token_windows(
     cuts = [
         (j, start + offsets[j][0])
         for j in range(1, len(offsets))
-        if offsets[j][0] >= offsets[j - 1][1] and start + offsets[j][0] > start
+        if offsets[j][0] >= offsets[j - 1][1] and offsets[j][0] > 0
     ]
+    cut_tokens = [j for j, _ in cuts]  # ascending, for bisect
     first_token, pos = 0, start
     while True:
         rest = _strip(text, pos, end)
-        n_rest = count(*rest)
-        if n_rest <= max_tokens:
-            if rest[0] < rest[1]:
-                yield rest, n_rest
+        if rest[0] >= rest[1]:
             return
-        fitting = [c for c in cuts if first_token < c[0] <= first_token + max_tokens and c[1] > pos]
+        if len(offsets) - first_token <= max_tokens:  # measure the tail only once it is short
+            n_rest = count(*rest)
+            if n_rest <= max_tokens:
+                yield rest, n_rest
+                return
+        lo = bisect.bisect_right(cut_tokens, first_token)
+        hi = bisect.bisect_right(cut_tokens, first_token + max_tokens)
+        fitting = [c for c in cuts[lo:hi] if c[1] > pos]
         window = _best_window(text, pos, fitting, first_token, max_tokens, count)
         if window is None:
             raise InvalidRequestError(
@@ -270,7 +276,8 @@ def _best_window(
     at_space = [
         c for c in fitting if c[0] >= half and (text[c[1]].isspace() or text[c[1] - 1].isspace())
     ]
-    others = [c for c in fitting if c not in at_space]
+    preferred = set(at_space)
+    others = [c for c in fitting if c not in preferred]
     for j, cut in sorted(at_space, reverse=True) + sorted(others, reverse=True):
         w_span = _strip(text, pos, cut)
         n = count(*w_span)

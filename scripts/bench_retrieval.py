@@ -10,9 +10,10 @@ corpus; each question is then searched against all of them. Reported per variant
   embedding, docstore and index writes), once per distinct ``title_in_embedding``;
 - retrieval latency: p50/p95 of ``Corpus.search`` wall time (query embedding included).
 
-Usage:
-    python scripts/bench_retrieval.py --data /work/shared/data/qa/2wikimqa.jsonl \\
-        --limit 200 --tokenizer /tmp/smol
+Usage (``--threads 1`` avoids OpenMP spin-waiting on a shared, oversubscribed CPU):
+    python scripts/bench_retrieval.py --data /work/shared/data/qa/2wikimqa.jsonl --limit 200
+    python scripts/bench_retrieval.py --data .../2wikimqa.jsonl --offset 200 --limit 200 \\
+        --variants dense,hybrid+title --threads 1
 """
 
 from __future__ import annotations
@@ -110,21 +111,32 @@ def evaluate(name: str, directory: str, examples: list[Example], tokenizer: obje
     )
 
 
+def load_tokenizer(path: str | None) -> object:
+    """The tokenizer at ``path``, or the default generator's (SmolLM2) from its GGUF file."""
+    from transformers import AutoTokenizer
+
+    if path:
+        return AutoTokenizer.from_pretrained(path)
+    from chunkcache.model_files import default_gguf_path
+
+    gguf = default_gguf_path()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="QA JSONL (see /work/shared/data/qa/SOURCES.md)")
     parser.add_argument("--limit", type=int, default=200, help="number of examples")
     parser.add_argument("--offset", type=int, default=0, help="skip this many examples first")
     parser.add_argument("--tokenizer", default=os.environ.get("CHUNKCACHE_TOKENIZER"),
-                        help="generator tokenizer dir (default: $CHUNKCACHE_TOKENIZER)")
+                        help="generator tokenizer dir (default: $CHUNKCACHE_TOKENIZER, else the "
+                             "default generator's, read from its GGUF)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--max-tokens", type=int, default=256, help="chunk size in generator tokens")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and FAISS threads (0: library defaults)")
     args = parser.parse_args(argv)
-    if not args.tokenizer:
-        parser.error("--tokenizer (or CHUNKCACHE_TOKENIZER) is required")
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -135,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer)
     embedder = Embedder()
     docs, examples = load(args.data, args.offset, args.limit)
     n_sup = sum(len(e.supporting) for e in examples)
