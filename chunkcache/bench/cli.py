@@ -6,10 +6,11 @@ from pathlib import Path
 
 from chunkcache.bench.variants import PEERS
 
-# Sized for 2 CPU cores and the default model: the default preset takes about 15 minutes, --quick about 3.
+# Sized for 2 quiet CPU cores and the default model: the default preset takes about 13-15 minutes,
+# --quick about 3 (the 20-chunk size alone costs --quick about 1.5 minutes more: add it with --sizes).
 PRESETS = {
-    "default": {"sizes": (2, 5, 10, 20), "repeats": 5, "limit": 12, "kernel_repeats": 20},
-    "quick": {"sizes": (2, 5, 10, 20), "repeats": 1, "limit": 3, "kernel_repeats": 5},
+    "default": {"sizes": (2, 5, 10, 20), "repeats": 3, "limit": 12, "kernel_repeats": 20},
+    "quick": {"sizes": (2, 5, 10), "repeats": 1, "limit": 3, "kernel_repeats": 5},
 }
 
 
@@ -52,15 +53,15 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "DIR/summary.md and PNG plots. The default preset takes about 15 minutes on 2 CPU cores, --quick about 3.")
     p.add_argument("--data", required=True, help="QA JSONL (question, answers, passages[{title,text}]), e.g. 2wikimqa.jsonl")
     p.add_argument("--out", required=True, help="output directory for bench.json, summary.md and the plots")
-    p.add_argument("--quick", action="store_true", help="the short preset: fewer repeats and examples (about 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="the short preset: sizes 2,5,10, one repeat, 3 examples (about 3 minutes)")
     p.add_argument("--limit", type=int, default=None, help="examples in the quality sweep (default: 12, --quick 3); the TTFT sweep reads what it needs")
     p.add_argument("--store", default=os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store"),
                    help="store directory: converted model and the KV store the bench warms (default: %(default)s, or $CHUNKCACHE_STORE)")
     p.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
     p.add_argument("--kernels", action="store_true", help="also run chunkcache.kernels.bench and include its table")
     t = p.add_argument_group("sizes and repeats")
-    t.add_argument("--sizes", type=_ints, default=None, help="chunks per prompt in the TTFT sweep (default: 2,5,10,20)")
-    t.add_argument("--repeats", type=int, default=None, help="timed repeats per variant and size (default: 5, --quick 1)")
+    t.add_argument("--sizes", type=_ints, default=None, help="chunks per prompt in the TTFT sweep (default: 2,5,10,20; --quick 2,5,10)")
+    t.add_argument("--repeats", type=int, default=None, help="timed repeats per variant and size (default: 3, --quick 1)")
     t.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk in the TTFT sweep (default: %(default)s)")
     t.add_argument("--ratios", type=_ratios, default=(0.0, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0),
                    help="blend ratios of the quality sweep (default: 0,0.05,0.1,0.15,0.3,0.5,1)")

@@ -34,7 +34,7 @@ class BenchSpec:
     model: str | None = None
     sizes: tuple[int, ...] = (2, 5, 10, 20)  # chunks per prompt in the TTFT sweep
     chunk_tokens: int = 256
-    repeats: int = 5
+    repeats: int = 3
     ttft_ratios: tuple[float, ...] = (0.05, 0.15, 0.3)
     quality_limit: int = 12  # examples in the quality sweep
     quality_ratios: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0)

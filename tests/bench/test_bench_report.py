@@ -113,3 +113,16 @@ def test_pareto_front_keeps_only_unbeaten_points():
 
     points = {"full": (1.0, 1.0), "blend@1": (1.0, 0.9), "blend@0.15": (0.8, 2.5), "adaptive": (0.75, 2.0), "reuse": (0.6, 4.0)}
     assert pareto_front(points) == ["reuse", "blend@0.15", "full"]
+
+
+def test_kernel_table_comes_from_the_kernel_bench():
+    from types import SimpleNamespace
+
+    from chunkcache.bench.report import format_kernels
+    from chunkcache.bench.runner import measure_kernels
+
+    cache = SimpleNamespace(generator=SimpleNamespace(spec=SimpleNamespace(n_layers=2, n_kv_heads=1, head_dim=16)))
+    rows = measure_kernels(cache, BenchSpec(data="x", store="y", chunk_tokens=16, kernel_repeats=1))
+    assert {r["op"] for r in rows} >= {"rerotate", "scatter_rows", "token_deviation", "dequant_rope[int8]"}
+    assert all(r["median_ms"] >= 0 for r in rows)
+    assert "| rerotate | reference |" in "\n".join(format_kernels(rows))
