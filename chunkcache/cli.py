@@ -34,7 +34,7 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
     b = p.add_argument_group("blending")
     b.add_argument("--check-layer", type=int, default=1, help="layers 0..N recompute every token; deviation is measured at N (default: %(default)s)")
-    b.add_argument("--deviation", choices=["v", "k", "vattn"], default="v",
+    b.add_argument("--deviation", choices=["v", "k", "vattn"], default="vattn",
                    help="select tokens by value (v) or key (k) deviation, or V deviation weighted by the question's attention (vattn) (default: %(default)s)")
     b.add_argument("--sink-tokens", type=int, default=0, help="always recompute the first k tokens of every chunk (default: %(default)s)")
     b.add_argument("--adaptive-coverage", type=float, default=None, help="recompute the fewest tokens covering this share of the total deviation, capped by the ratio")

@@ -17,17 +17,17 @@ from chunkcache.facade import ChunkCache
 
 def variants(curve: list[float]) -> list[RunSpec]:
     runs = [RunSpec("full"), RunSpec("reuse"), RunSpec("ape")]
-    runs += [RunSpec("blend", r, f"blend v@L1 r={r:g}", BlendConfig(recompute_ratio=r)) for r in curve]
+    runs += [RunSpec("blend", r, f"blend v@L1 r={r:g}", BlendConfig(recompute_ratio=r, deviation_of="v")) for r in curve]
     at = 0.15
     runs += [
         RunSpec("blend", at, "blend k@L1 r=0.15", BlendConfig(deviation_of="k")),
-        RunSpec("blend", at, "blend v@L0 r=0.15", BlendConfig(check_layer=0)),
-        RunSpec("blend", at, "blend v@L2 r=0.15", BlendConfig(check_layer=2)),
+        RunSpec("blend", at, "blend v@L0 r=0.15", BlendConfig(check_layer=0, deviation_of="v")),
+        RunSpec("blend", at, "blend v@L2 r=0.15", BlendConfig(check_layer=2, deviation_of="v")),
         RunSpec("blend", at, "blend vattn@L1 r=0.15", BlendConfig(deviation_of="vattn")),
         RunSpec("blend", at, "blend vattn@L2 r=0.15", BlendConfig(deviation_of="vattn", check_layer=2)),
-        RunSpec("blend", at, "blend v@L3 r=0.15", BlendConfig(check_layer=3)),
-        RunSpec("blend", at, "blend v@L1 sink4 r=0.15", BlendConfig(sink_tokens=4)),
-        RunSpec("blend", 0.3, "blend v@L1 adaptive0.5 max0.3", BlendConfig(adaptive_coverage=0.5)),
+        RunSpec("blend", at, "blend v@L3 r=0.15", BlendConfig(check_layer=3, deviation_of="v")),
+        RunSpec("blend", at, "blend v@L1 sink4 r=0.15", BlendConfig(sink_tokens=4, deviation_of="v")),
+        RunSpec("blend", 0.3, "blend v@L1 adaptive0.5 max0.3", BlendConfig(adaptive_coverage=0.5, deviation_of="v")),
     ]
     return runs
 
