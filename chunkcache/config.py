@@ -66,7 +66,9 @@ class CacheConfig:
     memory_bytes: int = 512 * 2**20
     disk_bytes: int | None = None
     persist: bool = True
-    warm_batch_tokens: int = 2048
+    # Packed warm-up attends densely across the batch; past ~512 tokens the wasted attention
+    # outgrows the gain (6.1 chunks/s at 512 vs 4.4 at 2048 on 2 cores).
+    warm_batch_tokens: int = 512
     max_new_tokens_limit: int = 1024
 
     def __post_init__(self):
