@@ -2,7 +2,7 @@
 
 from chunkcache.blending.mask import position_mask
 from chunkcache.blending.merge import ape_merge, attention_lse
-from chunkcache.blending.rope import apply_rope, rerotate, rope_cos_sin, rotate_half
+from chunkcache.blending.rope import apply_rope, rope_cos_sin, rotate_half
 from chunkcache.blending.select import (
     adaptive_budget,
     budget,
@@ -19,7 +19,6 @@ __all__ = [
     "budget",
     "chunk_starts_forced",
     "position_mask",
-    "rerotate",
     "rope_cos_sin",
     "rotate_half",
     "select_tokens",

@@ -3,6 +3,7 @@
 Angles are always computed in fp32 from int64/fp32 positions: angles from bf16 positions are
 wrong at long offsets. `cos`/`sin` come from the model's own rotary module (so every
 `rope_scaling` variant the model supports is honoured) or from `rope_cos_sin` below.
+Moving already-rotated keys by a delta is `chunkcache.kernels.rerotate`.
 """
 
 import torch
@@ -33,20 +34,3 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     xf = x.to(torch.float32)
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
-
-
-def rerotate(
-    k: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0
-) -> torch.Tensor:
-    """Move keys already rotated at positions p to p + delta (R_new R_old^-1 = R_delta).
-
-    k: [..., T, d]; delta: [T] int64. Only exact for plain RoPE (attention_scaling == 1), since
-    a scaled rotation does not compose; pre-RoPE keys with `apply_rope` are exact for all.
-    """
-    if attention_scaling != 1.0:
-        raise ValueError(
-            f"rerotate composes rotations and needs attention_scaling == 1.0, got {attention_scaling}; "
-            "store pre-RoPE keys and use apply_rope instead"
-        )
-    cos, sin = rope_cos_sin(inv_freq, delta)
-    return apply_rope(k, cos, sin)

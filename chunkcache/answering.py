@@ -47,7 +47,7 @@ class Generated:
 def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch.Tensor], capacity: int, ape: bool):
     """Place cached chunk KV ([L, 2, Hkv, n, d] pre-RoPE each) into a new working cache.
 
-    Returns (kv, context slots [N], suffix start position).
+    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d], suffix start position).
     """
     p = prefix.length
     lengths = [len(c) for c in req.chunk_ids]

@@ -134,22 +134,23 @@ class Engine:
         suffix_slots = kv.reserve(suffix_pos)
         slots = torch.cat((ctx_slots, suffix_slots))  # [N+S]
         pos = kv.pos[slots]  # [N+S]
-        cos_all, sin_all = gen.rope(pos)
+        cos_all, sin_all = gen.rope(pos)  # [N+S, d]
+        cos, sin = cos_all, sin_all
         h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
         active = torch.arange(n + s)
         selected = torch.arange(n)
         mask = self._mask(kv, pos, None)
         check = min(plan.check_layer, gen.spec.n_layers - 1)
         for layer in range(gen.spec.n_layers):
-            cos, sin = cos_all[active], sin_all[active]
             q, k, v = gen.qkv(layer, h)
+            q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             if layer == check:
                 use_k = plan.deviation_of == "k"
                 deviation = token_deviation(k[:, :n] if use_k else v[:, :n], ctx_cached[layer, 0 if use_k else 1])  # [N]
                 if plan.deviation_of == "vattn":
-                    deviation = deviation * self._query_attention(q[:, n:], k[:, :n], cos, sin, n)
-            kv.write(layer, slots[active], apply_rope(k, cos, sin), v)
-            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), mask))
+                    deviation = deviation * self._query_attention(q_rot[:, n:], k_rot[:, :n])
+            kv.write(layer, slots[active], k_rot, v)
+            h = gen.finish(layer, h, self._attend(kv, layer, q_rot, mask))
             if layer == check:
                 if plan.adaptive_coverage is not None:
                     k_budget = adaptive_budget(deviation, plan.adaptive_coverage, plan.ratio)
@@ -159,16 +160,18 @@ class Engine:
                 keep = torch.cat((selected, torch.arange(n, n + s)))  # indices into the full [N+S]
                 h = h[keep]
                 active = keep
+                cos, sin = cos_all[active], sin_all[active]
                 mask = self._mask(kv, pos[active], None)
         return h[-s:], selected
 
-    def _query_attention(self, q_suffix, k_ctx, cos, sin, n: int) -> torch.Tensor:
-        """Mean attention of the suffix tokens over the context tokens. q_suffix: [H, S, d] and
-        k_ctx: [Hkv, N, d] pre-RoPE; cos/sin: [N+S, d]. Returns [N] (sums to 1)."""
+    def _query_attention(self, q_suffix: torch.Tensor, k_ctx: torch.Tensor) -> torch.Tensor:
+        """Mean attention of the suffix tokens over the context tokens, both already rotated.
+
+        q_suffix: [H, S, d]; k_ctx: [Hkv, N, d]. Returns [N] (sums to 1).
+        """
         spec = self.gen.spec
-        q_rot = apply_rope(q_suffix, cos[n:], sin[n:])
-        k_rot = apply_rope(k_ctx, cos[:n], sin[:n]).repeat_interleave(spec.n_heads // spec.n_kv_heads, 0)
-        probs = torch.softmax(torch.matmul(q_rot, k_rot.transpose(-1, -2)) * spec.scaling, dim=-1)  # [H, S, N]
+        k_rep = k_ctx.repeat_interleave(spec.n_heads // spec.n_kv_heads, 0)  # [H, N, d]
+        probs = torch.softmax(torch.matmul(q_suffix, k_rep.transpose(-1, -2)) * spec.scaling, dim=-1)  # [H, S, N]
         return probs.mean(dim=(0, 1))
 
     # -- decoding -------------------------------------------------------------------------

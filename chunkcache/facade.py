@@ -108,7 +108,10 @@ class ChunkCache:
             for i, kv in zip(missing, computed):
                 found[i] = kv
         warm_s = time.perf_counter() - t0
-        return found, [kv is not None and i not in missing for i, kv in enumerate(found)], lookup_s, warm_s
+        hits = [True] * len(found)
+        for i in missing:
+            hits[i] = False
+        return found, hits, lookup_s, warm_s
 
     # -- answering ----------------------------------------------------------------------------
     def answer(

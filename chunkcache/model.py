@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from chunkcache.blending import apply_rope
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,3 @@ class Generator:
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """h: [T, D] -> [T, V] float32."""
         return self.lm_head(self.norm(h)).to(torch.float32)
-
-    def rotate(self, k: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Place pre-RoPE keys ([..., T, d]) at `positions` ([T])."""
-        cos, sin = self.rope(positions)
-        return apply_rope(k, cos, sin)

@@ -2,7 +2,8 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
-from chunkcache.blending import apply_rope, rerotate, rope_cos_sin
+from chunkcache.blending import apply_rope, rope_cos_sin
+from chunkcache.kernels import rerotate
 
 
 def _hf_rope(theta=10000.0, d=64, scaling=None):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from chunkcache.answering import Request, _assemble
 from chunkcache.chunks import compute_chunks, compute_prefix, new_working_kv
 from chunkcache.engine import BlendPlan, Engine
 from chunkcache.model import Generator
@@ -43,11 +44,8 @@ def _blend_logits(engine, prefix, chunks, suffix, plan):
     pre = compute_prefix(engine, prefix)
     cached = compute_chunks(engine, pre, chunks)
     p, n, s = len(prefix), sum(map(len, chunks)), len(suffix)
-    kv = new_working_kv(engine, pre, n + s)
-    positions = torch.arange(p, p + n)
-    slots = kv.reserve(positions)
-    stacked = torch.cat(cached, dim=3)
-    kv.write_span(p, gen.rotate(stacked[:, 0], positions), stacked[:, 1])
+    req = Request("blend", tuple(map(tuple, chunks)), tuple(suffix), max_new_tokens=1)
+    kv, slots, stacked, _ = _assemble(engine, pre, req, cached, n + s, ape=False)
     ctx = torch.tensor([t for c in chunks for t in c])
     suf = torch.tensor(suffix)
     if plan is None:
