@@ -80,20 +80,25 @@ def _cache_config(args):
 
 
 def cmd_eval(args) -> int:
-    from chunkcache.evaluation import evaluate, format_table, load_examples, parse_runs
+    from chunkcache.evaluation import evaluate, format_table, load_examples, parse_runs, parse_variants, resolve_data
 
-    runs = parse_runs(args.modes, args.recompute_ratio)
-    examples = load_examples(args.data, args.limit)
+    blend = _cache_config(args).blend  # variants and the oracle change only the selection of the cache's settings
+    runs = parse_runs(args.modes, args.recompute_ratio, parse_variants(args.variants), args.oracle, blend)
+    path, dataset = resolve_data(args.data)
+    examples = load_examples(path, args.limit)
     cache = _build_cache(args)
     try:
-        result = evaluate(cache, examples, runs, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+        result = evaluate(cache, examples, runs, max_new_tokens=args.max_new_tokens, progress=not args.quiet,
+                          n_resamples=args.bootstrap_resamples, seed=args.seed)
     finally:
         cache.close()
     result["config"] = {
-        "data": str(args.data), "limit": args.limit, "modes": args.modes, "recompute_ratio": args.recompute_ratio,
+        "dataset": dataset, "data": str(path), "limit": args.limit, "n_examples": len(examples), "modes": args.modes,
+        "recompute_ratio": args.recompute_ratio, "variants": args.variants, "oracle": args.oracle,
         "check_layer": args.check_layer, "deviation": args.deviation, "sink_tokens": args.sink_tokens,
         "adaptive_coverage": args.adaptive_coverage, "codec": args.codec, "max_new_tokens": args.max_new_tokens,
     }
+    print(f"{dataset}: {len(examples)} examples")
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -187,12 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="answer QA examples in several modes and compare quality and TTFT",
                        description="Warm every example's passages, answer each example in every mode, and report F1/EM against "
-                       "the gold answers, fidelity to the full prefill's answer, first-token agreement and KL, and TTFT.")
-    p.add_argument("--data", default=str(DEMO_QA), help="QA JSONL (question, answers, passages[{title,text}]); default: the bundled demo set")
+                       "the gold answers, fidelity to the full prefill's answer, first-token agreement and KL, teacher-forced "
+                       "agreement with full's tokens, and TTFT, with 95% bootstrap intervals over the examples.")
+    p.add_argument("--data", default=str(DEMO_QA),
+                   help="QA JSONL (question, answers, passages[{title,text}]), or a shared set by name: 2wikimqa, hotpotqa, "
+                   "hotpotqa_fullwiki, musique (from ../shared/data/qa/ beside the repository); default: the bundled demo set")
     p.add_argument("--modes", default="full,reuse,blend,ape", help="comma-separated modes among full,reuse,blend,ape (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="use the first N examples")
     p.add_argument("--recompute-ratio", type=_ratios, default=[0.15], help="blend ratio(s), comma-separated for a curve, e.g. 0,0.15,1 (default: 0.15)")
+    p.add_argument("--variants", default=None,
+                   help="compare blend selections at the same ratios, e.g. 'probe,vattn' (runs blend[probe]@0.15, ...); "
+                   "values of --deviation")
+    p.add_argument("--oracle", action="store_true",
+                   help="diagnostic: add oracle@<r> runs that select by the true deviation from a full prefill (the ceiling of "
+                   "selection; never a serving mode, its TTFT is not meaningful)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per answer (default: %(default)s)")
+    p.add_argument("--bootstrap-resamples", type=int, default=2000, help="resamples of the 95%% intervals (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
     p.add_argument("--json", default=None, help="write the full report (per mode and per example) to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)

@@ -1,16 +1,26 @@
-"""`chunkcache eval`: every mode on the same QA examples, measured in one run."""
+"""`chunkcache eval`: every mode on the same QA examples, measured in one run.
+
+Every mean comes with a 95% percentile-bootstrap interval over the examples
+(chunkcache.stats), so a difference between two runs can be told from noise.
+"""
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from chunkcache.config import BlendConfig
+from chunkcache.config import DEVIATIONS, DIAGNOSTIC_DEVIATIONS, BlendConfig
 from chunkcache.errors import InvalidRequestError
 from chunkcache.metrics import best_over, exact_match, kl_divergence, token_f1
+from chunkcache.stats import bootstrap_ci, median_ratio
 from chunkcache.types import MODES
+
+# The public QA samples shipped beside the repository (../shared/data/qa/, see SOURCES.md there).
+QA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa"
+QA_SETS = ("2wikimqa", "hotpotqa", "hotpotqa_fullwiki", "musique")
+ORACLE = "oracle"  # the diagnostic BlendConfig.deviation_of (config.DIAGNOSTIC_DEVIATIONS): the true deviation
 
 
 @dataclass(frozen=True)
@@ -21,11 +31,22 @@ class QAExample:
     passages: tuple[dict, ...]
 
 
+def resolve_data(data: str | Path, qa_dir: Path = QA_DIR) -> tuple[Path, str]:
+    """A QA set's short name (one of QA_SETS, looked up in qa_dir) or a file path -> (path, dataset name)."""
+    if str(data) in QA_SETS:
+        path = qa_dir / f"{data}.jsonl"
+        if not path.is_file():
+            raise InvalidRequestError(f"QA set {str(data)!r} is not at {path}; the short names {', '.join(QA_SETS)} "
+                                      f"are looked up in {qa_dir} (pass a file path otherwise)")
+        return path, str(data)
+    return Path(data), Path(data).stem
+
+
 def load_examples(path: str | Path, limit: int | None = None) -> list[QAExample]:
     """Read the shared QA JSONL format: question, answers, passages [{title, text}]."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidRequestError(f"eval data file {path} does not exist")
+        raise InvalidRequestError(f"eval data file {path} does not exist (short names: {', '.join(QA_SETS)})")
     out = []
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
@@ -46,52 +67,91 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[QAExample]
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One column of the evaluation: a mode and, for blend, a recompute ratio."""
+    """One column of the evaluation: a mode and, for blend, a recompute ratio.
+
+    timed: False for a diagnostic whose TTFT includes work no server would do (the oracle's
+    full prefill); its time is recorded but no speedup is reported.
+    """
 
     mode: str
     ratio: float | None = None
     label: str = ""
     blend: BlendConfig | None = None  # selection settings; None = the cache's own
+    timed: bool = True
 
     @property
     def name(self) -> str:
         return self.label or self.mode
 
 
-def parse_runs(modes: str, ratios: list[float]) -> list[RunSpec]:
-    """"full,reuse,blend" x ratios -> run specs; `full` always runs (every comparison needs it)."""
+def blend_name(ratio: float, selection: str | None = None) -> str:
+    """blend@0.15, or blend[probe]@0.15 when several selections are compared."""
+    return f"blend[{selection}]@{ratio:g}" if selection else f"blend@{ratio:g}"
+
+
+def parse_variants(text: str | None) -> tuple[str, ...]:
+    """"probe,vattn" -> ("probe", "vattn"), each a serving selection (config.DEVIATIONS)."""
+    if not text:
+        return ()
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    diagnostic = [v for v in names if v in DIAGNOSTIC_DEVIATIONS]
+    if diagnostic:
+        raise InvalidRequestError(f"{', '.join(diagnostic)} is a diagnostic, not a variant: use --oracle")
+    unknown = [v for v in names if v not in DEVIATIONS]
+    if unknown or not names:
+        raise InvalidRequestError(f"unknown blend variants {unknown or text!r}; choose from {', '.join(DEVIATIONS)}")
+    return names
+
+
+def parse_runs(modes: str, ratios: list[float], variants: tuple[str, ...] = (), oracle: bool = False,
+               blend: BlendConfig | None = None) -> list[RunSpec]:
+    """"full,reuse,blend" x ratios -> run specs; `full` always runs first (every comparison needs it).
+
+    variants: blend selections (deviation_of values) to compare; each gives blend[<v>]@<r> at every
+    ratio in place of the plain blend runs. oracle: add oracle@<r> at every ratio. blend: the
+    cache's blend settings, which variants and the oracle change only in deviation_of.
+    """
     names = [m.strip() for m in modes.split(",") if m.strip()]
     for m in names:
         if m not in MODES:
             raise InvalidRequestError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
+    if variants and "blend" not in names:
+        names.append("blend")
+    if ("blend" in names or oracle) and not ratios:
+        raise InvalidRequestError("blend needs at least one recompute ratio")
+    base = blend or BlendConfig()
     runs = [RunSpec("full")]
     for m in names:
         if m == "full":
             continue
-        if m == "blend":
-            if not ratios:
-                raise InvalidRequestError("blend needs at least one recompute ratio")
+        if m == "blend" and variants:
+            runs.extend(RunSpec("blend", r, blend_name(r, v), replace(base, deviation_of=v)) for v in variants for r in ratios)
+        elif m == "blend":
             many = len(ratios) > 1
-            runs.extend(RunSpec("blend", r, f"blend@{r:g}" if many else "blend") for r in ratios)
+            runs.extend(RunSpec("blend", r, blend_name(r) if many else "blend") for r in ratios)
         else:
             runs.append(RunSpec(m))
+    if oracle:
+        runs.extend(RunSpec("blend", r, f"{ORACLE}@{r:g}", replace(base, deviation_of=ORACLE), timed=False) for r in ratios)
     return runs
 
 
 @dataclass
-class ModeReport:
-    n: int = 0
-    f1: float = 0.0
-    em: float = 0.0
-    fidelity: float = 0.0
-    first_token_agreement: float = 0.0
-    first_token_kl: float = 0.0
-    ttft_median_s: float = 0.0
-    ttft_p95_s: float = 0.0
-    ttft_speedup: float = 0.0
-    recomputed_share: float = 0.0
-    cache_hit_ratio: float = 0.0
-    ttfts: list[float] = field(default_factory=list, repr=False)
+class RunSamples:
+    """One run's per-example measurements, in example order."""
+
+    f1: list[float] = field(default_factory=list)
+    em: list[float] = field(default_factory=list)
+    fidelity: list[float] = field(default_factory=list)
+    first_token_agreement: list[float] = field(default_factory=list)
+    first_token_kl: list[float] = field(default_factory=list)
+    teacher_agreement: list[float] = field(default_factory=list)  # empty for full (it is the teacher)
+    recomputed_share: list[float] = field(default_factory=list)
+    cache_hit_ratio: list[float] = field(default_factory=list)
+    ttft_s: list[float] = field(default_factory=list)
+
+
+INTERVAL_METRICS = ("fidelity", "first_token_kl", "teacher_agreement", "ttft_speedup")
 
 
 def _p95(values: list[float]) -> float:
@@ -99,14 +159,39 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_tokens: int = 32, progress: bool = True) -> dict:
+def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Means over the examples; INTERVAL_METRICS get <metric>_lo/_hi, a 95% bootstrap interval.
+
+    ttft_speedup = median(full TTFT) / median(run TTFT); its interval resamples examples (pairs).
+    A metric that was not measured (teacher agreement of full, speedup of an untimed run) is None.
+    """
+    mean = statistics.fmean
+    ci = lambda values, stat=mean: bootstrap_ci(values, stat, n_resamples=n_resamples, seed=seed)  # noqa: E731
+    out: dict = {"n": len(s.ttft_s), "f1": mean(s.f1), "em": mean(s.em), "fidelity": mean(s.fidelity),
+                 "first_token_agreement": mean(s.first_token_agreement), "first_token_kl": mean(s.first_token_kl),
+                 "teacher_agreement": mean(s.teacher_agreement) if s.teacher_agreement else None,
+                 "ttft_median_s": statistics.median(s.ttft_s), "ttft_p95_s": _p95(s.ttft_s),
+                 "ttft_speedup": median_ratio(list(zip(full_ttfts, s.ttft_s))) if timed else None, "timed": timed,
+                 "recomputed_share": mean(s.recomputed_share), "cache_hit_ratio": mean(s.cache_hit_ratio)}
+    samples = {"fidelity": s.fidelity, "first_token_kl": s.first_token_kl, "teacher_agreement": s.teacher_agreement}
+    for metric, values in samples.items():
+        out[f"{metric}_lo"], out[f"{metric}_hi"] = ci(values) if values else (None, None)
+    pairs = list(zip(full_ttfts, s.ttft_s))
+    out["ttft_speedup_lo"], out["ttft_speedup_hi"] = ci(pairs, median_ratio) if timed else (None, None)
+    return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_tokens: int = 32, progress: bool = True,
+             n_resamples: int = 2000, seed: int = 0) -> dict:
     """Warm every example's passages, then answer each example in every run (full first).
 
-    Returns {"runs": {name: report}, "examples": [...per-example answers...]}.
+    Every other run is also teacher-forced on full's tokens (share of top-1 matches).
+    Returns {"runs": {name: summary}, "examples": [...per-example answers...]}.
     """
+    if not runs or runs[0].mode != "full":
+        raise InvalidRequestError("the first run must be full: every other run is compared with it")
     cache.warm([p for ex in examples for p in ex.passages], progress=progress, desc="warm-up")
-    reports = {r.name: ModeReport() for r in runs}
-    sums = {r.name: {"f1": 0.0, "em": 0.0, "fid": 0.0, "agree": 0.0, "kl": 0.0, "rec": 0.0, "hit": 0.0} for r in runs}
+    samples = {r.name: RunSamples() for r in runs}
     per_example = []
     bar = tqdm(total=len(examples) * len(runs), desc="eval", unit="answer", disable=not progress)
     for ex in examples:
@@ -114,42 +199,60 @@ def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_toke
         full = None
         for run in runs:
             ans = cache.answer(ex.question, list(ex.passages), mode=run.mode, recompute_ratio=run.ratio, max_new_tokens=max_new_tokens,
-                               return_logprobs=True, blend=run.blend)
-            if run.mode == "full":
+                               return_logprobs=True, blend=run.blend, teacher_ids=None if full is None else full.token_ids)
+            if full is None:
                 full = ans
-            s = sums[run.name]
-            s["f1"] += best_over(token_f1, ans.text, list(ex.answers))
-            s["em"] += best_over(exact_match, ans.text, list(ex.answers))
-            s["fid"] += token_f1(ans.text, full.text)
-            s["agree"] += float(ans.token_ids[0] == full.token_ids[0])
-            s["kl"] += kl_divergence(full.first_logprobs, ans.first_logprobs)
-            s["rec"] += ans.recomputed_tokens / max(1, ans.context_tokens)
-            s["hit"] += ans.cache_hits / max(1, len(ans.passages))
-            reports[run.name].ttfts.append(ans.ttft_s)
-            row["outputs"][run.name] = {"text": ans.text, "ttft_s": round(ans.ttft_s, 4), "recomputed_tokens": ans.recomputed_tokens}
+            s = samples[run.name]
+            s.f1.append(best_over(token_f1, ans.text, list(ex.answers)))
+            s.em.append(best_over(exact_match, ans.text, list(ex.answers)))
+            s.fidelity.append(token_f1(ans.text, full.text))
+            s.first_token_agreement.append(float(ans.token_ids[0] == full.token_ids[0]))
+            s.first_token_kl.append(kl_divergence(full.first_logprobs, ans.first_logprobs))
+            if ans is not full:
+                s.teacher_agreement.append(ans.teacher_agreement)
+            s.recomputed_share.append(ans.recomputed_tokens / max(1, ans.context_tokens))
+            s.cache_hit_ratio.append(ans.cache_hits / max(1, len(ans.passages)))
+            s.ttft_s.append(ans.ttft_s)
+            row["outputs"][run.name] = {"text": ans.text, "ttft_s": round(ans.ttft_s, 4), "recomputed_tokens": ans.recomputed_tokens,
+                                        "fidelity": round(s.fidelity[-1], 5), "first_token_kl": round(s.first_token_kl[-1], 6),
+                                        "teacher_agreement": None if ans is full else round(ans.teacher_agreement, 5)}
             bar.update(1)
         per_example.append(row)
     bar.close()
-    full_median = statistics.median(reports["full"].ttfts)
-    for name, rep in reports.items():
-        s, n = sums[name], len(examples)
-        rep.n = n
-        rep.f1, rep.em, rep.fidelity = s["f1"] / n, s["em"] / n, s["fid"] / n
-        rep.first_token_agreement, rep.first_token_kl = s["agree"] / n, s["kl"] / n
-        rep.recomputed_share, rep.cache_hit_ratio = s["rec"] / n, s["hit"] / n
-        rep.ttft_median_s = statistics.median(rep.ttfts)
-        rep.ttft_p95_s = _p95(rep.ttfts)
-        rep.ttft_speedup = full_median / rep.ttft_median_s
+    full_ttfts = samples[runs[0].name].ttft_s
     return {
-        "runs": {name: {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(rep).items() if k != "ttfts"} for name, rep in reports.items()},
+        "runs": {r.name: summarize_run(samples[r.name], full_ttfts, r.timed, n_resamples, seed) for r in runs},
         "examples": per_example,
+        "bootstrap": {"level": 0.95, "resamples": n_resamples, "seed": seed, "over": "examples"},
     }
 
 
+def with_interval(rep: dict, metric: str, digits: int = 3) -> str:
+    """"0.652 [0.551, 0.748]"; "n/a" for a metric that was not measured."""
+    value = rep.get(metric)
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    lo, hi = rep.get(f"{metric}_lo"), rep.get(f"{metric}_hi")
+    return text if lo is None else f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def format_table(result: dict) -> str:
-    cols = ["n", "f1", "em", "fidelity", "first_token_agreement", "first_token_kl", "ttft_median_s", "ttft_speedup", "recomputed_share"]
-    head = "| run | " + " | ".join(cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    """One row per run; fidelity, KL, teacher agreement and speedup with their 95% intervals."""
+    head = ["run", "n", "f1", "em", "fidelity", "1st-token agree", "1st-token KL", "teacher agree", "TTFT median s", "speedup", "recomputed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    untimed = []
     for name, rep in result["runs"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{rep[c]:.3f}" if isinstance(rep[c], float) else str(rep[c]) for c in cols) + " |")
+        timed = rep.get("timed", True)
+        if not timed:
+            untimed.append(name)
+        cells = [name, str(rep["n"]), f"{rep['f1']:.3f}", f"{rep['em']:.3f}", with_interval(rep, "fidelity"),
+                 f"{rep['first_token_agreement']:.3f}", with_interval(rep, "first_token_kl", 4), with_interval(rep, "teacher_agreement"),
+                 f"{rep['ttft_median_s']:.3f}" if timed else "n/a", with_interval(rep, "ttft_speedup", 2)]
+        lines.append("| " + " | ".join(cells + [f"{rep['recomputed_share']:.3f}"]) + " |")
+    boot = result.get("bootstrap")
+    if boot:
+        lines.append(f"\n[lo, hi]: {boot['level']:.0%} percentile bootstrap over the examples ({boot['resamples']} resamples, seed {boot['seed']}).")
+    if untimed:
+        lines.append(f"{', '.join(untimed)}: diagnostic (selection by the true deviation from a full prefill); its TTFT is not meaningful.")
     return "\n".join(lines)
