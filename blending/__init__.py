@@ -2,6 +2,14 @@
 
 from chunkcache.blending.mask import position_mask
 from chunkcache.blending.merge import ape_merge, attention_lse
+from chunkcache.blending.score import (
+    attention_probs,
+    context_attention,
+    gradual_budgets,
+    probe_layers,
+    rank_tokens,
+    smooth_within,
+)
 from chunkcache.blending.rope import apply_rope, rope_cos_sin, rotate_half
 from chunkcache.blending.select import (
     adaptive_budget,
@@ -12,6 +20,12 @@ from chunkcache.blending.select import (
 )
 
 __all__ = [
+    "attention_probs",
+    "context_attention",
+    "gradual_budgets",
+    "probe_layers",
+    "rank_tokens",
+    "smooth_within",
     "adaptive_budget",
     "ape_merge",
     "apply_rope",

@@ -10,14 +10,16 @@ Modes (all reuse the shared prefix's KV):
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from chunkcache.blending import chunk_starts_forced
+from chunkcache.blending import budget, chunk_starts_forced
 from chunkcache.chunks import PrefixKV, new_working_kv
-from chunkcache.engine import BlendPlan, Engine
+from chunkcache.engine import Engine
 from chunkcache.kernels import dequant_rope
+from chunkcache.metrics import kl_divergence
+from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh
 from chunkcache.sampling import Sampler
 
 
@@ -30,6 +32,13 @@ class Request:
     suffix_ids: tuple[int, ...]
     max_new_tokens: int
     plan: BlendPlan | None = None
+    # After-selection levers (blend only): per-query growth before the first token, and repair
+    # while decoding. See BlendConfig for their meaning.
+    grow_tolerance: float | None = None
+    grow_step: float = 0.05
+    grow_max_ratio: float = 0.5
+    repair_tokens: int = 0
+    repair_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,8 @@ class Generated:
     decode_s: float
     recomputed: int
     finish_reason: str
+    repaired: int = 0  # context tokens recomputed while decoding
+    teacher_agreement: float | None = None
 
 
 def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch.Tensor], capacity: int, ape: bool):
@@ -68,6 +79,68 @@ def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch
     return kv, slots, stacked, suffix_start
 
 
+class _Decoder:
+    """Decode steps over a request's cache, repairing the context during the first steps.
+
+    A repair step recomputes the next `budget` context tokens of `queue` together with the
+    tail (question suffix, every generated token, the new input token), so each sees the others
+    fresh; other steps are a plain one-token forward.
+    """
+
+    def __init__(self, engine: Engine, kv, ctx_slots=None, ctx_ids=None, queue=None, tail_slots=None,
+                 tail_ids=(), budget_per_step: int = 0, steps: int = 0):
+        self.engine, self.kv = engine, kv
+        self.ctx_slots, self.ctx_ids, self.queue = ctx_slots, ctx_ids, queue
+        self.tail_slots = [] if tail_slots is None else tail_slots.tolist()
+        self.tail_ids = list(tail_ids)
+        self.budget, self.steps = budget_per_step, steps if queue is not None else 0
+        self.done = 0  # queue entries refreshed so far
+        self.taken = 0  # decode steps taken
+
+    def snapshot(self):
+        return (self.kv.k.clone(), self.kv.v.clone(), self.kv.length, self.done, self.taken, list(self.tail_slots), list(self.tail_ids))
+
+    def restore(self, snap) -> None:
+        k, v, self.kv.length, self.done, self.taken, self.tail_slots, self.tail_ids = snap
+        self.kv.k.copy_(k)
+        self.kv.v.copy_(v)
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        """Logits [V] of the token after `token` (at `position`)."""
+        self.taken += 1
+        if self.taken <= self.steps and self.done < self.queue.numel():
+            slot = self.kv.reserve(torch.tensor([position], dtype=torch.int64))
+            self.tail_slots.append(int(slot[0]))
+            self.tail_ids.append(token)
+            extra = self.queue[self.done : self.done + self.budget]
+            self.done += extra.numel()
+            h = refresh(self.engine, self.kv, self.ctx_slots, self.ctx_ids, extra,
+                        torch.tensor(self.tail_slots, dtype=torch.int64), torch.tensor(self.tail_ids, dtype=torch.int64))
+            return self.engine.gen.logits(h[-1:])[0]
+        self.tail_slots.append(self.kv.length)
+        self.tail_ids.append(token)
+        return self.engine.step(self.kv, token, position)
+
+
+def _grow(engine: Engine, kv, req: Request, ctx_slots, ctx_ids, queue, suffix_slots, suffix_ids, logits, n: int):
+    """Recompute more of `queue` before the first token until its distribution settles.
+
+    Returns (first-token logits [V], context tokens added).
+    """
+    step, ceiling = budget(n, req.grow_step), budget(n, req.grow_max_ratio)
+    done, recomputed = 0, n - queue.numel()
+    while recomputed + done < ceiling and done < queue.numel():
+        extra = queue[done : done + min(step, ceiling - recomputed - done)]
+        done += extra.numel()
+        h = refresh(engine, kv, ctx_slots, ctx_ids, extra, suffix_slots, suffix_ids)
+        new = engine.gen.logits(h[-1:])[0]
+        moved = kl_divergence(torch.log_softmax(logits, -1), torch.log_softmax(new, -1))
+        logits = new
+        if moved < req.grow_tolerance:
+            break
+    return logits, done
+
+
 def generate(
     engine: Engine,
     prefix: PrefixKV,
@@ -77,8 +150,14 @@ def generate(
     t_start: float,
     on_token: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    teacher: tuple[int, ...] | None = None,
 ) -> Generated:
-    """Run the prompt in `req.mode` and decode. `cached` holds each chunk's KV (None for full)."""
+    """Run the prompt in `req.mode` and decode. `cached` holds each chunk's KV (None for full).
+
+    teacher: token ids of a reference answer; when given, the decode is replayed from the same
+    state with the teacher's tokens fed in, and the share of positions whose top-1 token equals
+    the teacher's is returned as `teacher_agreement` (the answer itself is unchanged).
+    """
     gen = engine.gen
     p = prefix.length
     n = sum(len(c) for c in req.chunk_ids)
@@ -88,6 +167,7 @@ def generate(
     ctx = torch.tensor([t for c in req.chunk_ids for t in c], dtype=torch.int64)
     reposition_s = 0.0
     recomputed = 0
+    decoder = None
     t0 = time.perf_counter()
     if req.mode == "full":
         kv = new_working_kv(engine, prefix, capacity)
@@ -100,44 +180,77 @@ def generate(
         t0 = time.perf_counter()
         suffix_pos = torch.arange(suffix_start, suffix_start + s)
         plan = req.plan
-        zero_recompute = plan is None or (plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0))
+        zero_recompute = plan is None or (
+            plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0)
+            and req.grow_tolerance is None and req.repair_steps == 0)
         if req.mode == "blend" and not zero_recompute:
-            h, selected = engine.blend(kv, slots, stacked, ctx, suffix, suffix_pos, plan)
-            recomputed = selected.numel()
+            if plan.deviation_of == "oracle":
+                scratch = new_working_kv(engine, prefix, n + s)
+                plan = replace(plan, oracle_scores=oracle_scores(engine, scratch, ctx, suffix, stacked))
+            res = blend(engine, kv, slots, stacked, ctx, suffix, suffix_pos, plan)
+            h = res.hidden
+            recomputed = res.recomputed.numel()
+            suffix_slots = torch.arange(kv.length - s, kv.length)
+            queue = res.queue
+            if req.grow_tolerance is not None:
+                logits, grown = _grow(engine, kv, req, slots, ctx, queue, suffix_slots, suffix,
+                                      gen.logits(h[-1:])[0], n)
+                recomputed += grown
+                queue = queue[grown:]
+                h = None
+                grown_logits = logits
+            if req.repair_steps and req.repair_tokens:
+                decoder = _Decoder(engine, kv, slots, ctx, queue, suffix_slots, req.suffix_ids,
+                                   req.repair_tokens, req.repair_steps)
         else:
             h, _ = engine.prefill(kv, suffix, suffix_pos)
         next_pos = suffix_start + s
-    first_logits = gen.logits(h[-1:])[0]
+    first_logits = gen.logits(h[-1:])[0] if h is not None else grown_logits
+    if decoder is None:
+        decoder = _Decoder(engine, kv)
     token = sampler(first_logits)
     prefill_s = time.perf_counter() - t0
     ttft = time.perf_counter() - t_start
+    snap = decoder.snapshot() if teacher else None
     tokens = [token]
     if on_token is not None:
         on_token(token)
     t0 = time.perf_counter()
     eos = set(gen.spec.eos_token_ids)
     finish = "stop" if token in eos else "length"
+    position = next_pos
     while finish == "length" and len(tokens) < req.max_new_tokens:
         if should_stop is not None and should_stop():
             finish = "cancelled"
             break
-        logits = engine.step(kv, tokens[-1], next_pos)
-        next_pos += 1
+        logits = decoder.step(tokens[-1], position)
+        position += 1
         token = sampler(logits)
         tokens.append(token)
         if on_token is not None:
             on_token(token)
         if token in eos:
             finish = "stop"
+    decode_s = time.perf_counter() - t0
+    agreement = None
+    if teacher:
+        teacher = teacher[: req.max_new_tokens]
+        decoder.restore(snap)
+        hits = int(int(first_logits.argmax()) == teacher[0])
+        for i in range(1, len(teacher)):
+            hits += int(int(decoder.step(teacher[i - 1], next_pos + i - 1).argmax()) == teacher[i])
+        agreement = hits / len(teacher)
     return Generated(
         token_ids=tuple(tokens),
         first_logits=first_logits,
         ttft_s=ttft,
         prefill_s=prefill_s,
         reposition_s=reposition_s,
-        decode_s=time.perf_counter() - t0,
+        decode_s=decode_s,
         recomputed=recomputed,
         finish_reason=finish,
+        repaired=decoder.done,
+        teacher_agreement=agreement,
     )
 
 

@@ -6,29 +6,51 @@ from chunkcache.errors import ConfigError
 from chunkcache.prompt import PromptConfig
 
 CODECS = ("fp16", "bf16", "int8", "int4")
-DEVIATIONS = ("v", "k", "vattn")
+# Selections a service may use; "oracle" (true deviation from a full prefill) is a diagnostic
+# that costs more than the full prefill it is compared with, so it is accepted only by eval.
+DEVIATIONS = ("probe", "vattn", "v", "k")
+DIAGNOSTIC_DEVIATIONS = ("oracle",)
 
 
 @dataclass(frozen=True)
 class BlendConfig:
-    """Defaults of CacheBlend-style selective recompute.
+    """Defaults of selective recompute (CacheBlend and its extensions, see recompute.py).
 
-    check_layer: layers 0..check_layer recompute every context token; the deviation measured at
-    check_layer picks the tokens that go on. deviation_of: compare fresh and cached "v" or "k",
-    or "vattn" (V deviation times the question's attention to the token).
+    deviation_of: how context tokens are chosen. "probe": the question's attention in layers
+    [probe_from*L, L) after one pass of the question over the re-positioned cache; "v"/"k":
+    fresh-vs-cached V (K) deviation at check_layer after layers 0..check_layer ran every token;
+    "vattn": V deviation times the question's attention at check_layer.
+    full_layers (probe): leading layers that still run every context token (0 = none).
+    gradual_start: the first recomputed layer's budget as a multiple of the ratio, shrinking
+    linearly (same total compute as the fixed ratio); survivors are re-scored by each layer's
+    question attention. 1.0 = a fixed budget.
+    span_window: average the scores over this many neighbouring tokens within a passage, so
+    recomputed tokens come in runs (0 = off).
     sink_tokens: the first k tokens of every chunk always recomputed (EPIC-style), counted
     against the budget. adaptive_coverage: if set, recompute the fewest tokens that cover this
-    share of the total deviation (never more than the ratio given).
+    share of the total score (never more than the ratio given).
+    grow_tolerance: if set, keep recomputing the next `grow_step` share of the context before the
+    first token until the first token's distribution moves less than this KL (nats) between two
+    budgets, or `grow_max_ratio` is reached (a per-query ratio; the extra time is in TTFT).
+    repair_tokens / repair_steps: during the first `repair_steps` decode steps, recompute the next
+    `repair_tokens` ranked context tokens (and refresh the question and the answer so far) at
+    each step, so long answers drift less; costs decode time, never TTFT.
     """
 
     recompute_ratio: float = 0.15
     check_layer: int = 1
-    # V deviation weighted by the question's attention at the check layer: best fidelity at
-    # r = 0.15 in scripts/bench_selection.py (fidelity 0.794 vs 0.747 for plain V, first-token KL
-    # 0.151 vs 0.170, first 10 2WikiMQA examples, 16-token answers).
-    deviation_of: str = "vattn"
+    deviation_of: str = "probe"
+    probe_from: float = 1 / 3
+    full_layers: int = 0
+    gradual_start: float = 1.0
+    span_window: int = 0
     sink_tokens: int = 0
     adaptive_coverage: float | None = None
+    grow_tolerance: float | None = None
+    grow_step: float = 0.05
+    grow_max_ratio: float = 0.5
+    repair_tokens: int = 0
+    repair_steps: int = 0
     ape_temperature: float = 0.9
     ape_scale: float = 0.9
 
@@ -37,8 +59,22 @@ class BlendConfig:
             raise ConfigError(f"recompute_ratio must be in [0, 1], got {self.recompute_ratio}")
         if self.check_layer < 0:
             raise ConfigError(f"check_layer must be >= 0, got {self.check_layer}")
-        if self.deviation_of not in DEVIATIONS:
+        if self.deviation_of not in DEVIATIONS + DIAGNOSTIC_DEVIATIONS:
             raise ConfigError(f"deviation_of must be one of {DEVIATIONS}, got {self.deviation_of!r}")
+        if not 0.0 <= self.probe_from < 1.0:
+            raise ConfigError(f"probe_from must be in [0, 1), got {self.probe_from}")
+        if self.full_layers < 0:
+            raise ConfigError(f"full_layers must be >= 0, got {self.full_layers}")
+        if not 1.0 <= self.gradual_start <= 2.0:
+            raise ConfigError(f"gradual_start must be in [1, 2] (1 = fixed budget), got {self.gradual_start}")
+        if self.span_window < 0:
+            raise ConfigError(f"span_window must be >= 0, got {self.span_window}")
+        if self.grow_tolerance is not None and self.grow_tolerance <= 0:
+            raise ConfigError(f"grow_tolerance must be > 0 or None, got {self.grow_tolerance}")
+        if not 0.0 < self.grow_step <= 1.0 or not 0.0 <= self.grow_max_ratio <= 1.0:
+            raise ConfigError(f"grow_step must be in (0, 1] and grow_max_ratio in [0, 1], got {self.grow_step}, {self.grow_max_ratio}")
+        if self.repair_tokens < 0 or self.repair_steps < 0:
+            raise ConfigError(f"repair_tokens and repair_steps must be >= 0, got {self.repair_tokens}, {self.repair_steps}")
         if self.sink_tokens < 0:
             raise ConfigError(f"sink_tokens must be >= 0, got {self.sink_tokens}")
         if self.adaptive_coverage is not None and not 0.0 < self.adaptive_coverage <= 1.0:

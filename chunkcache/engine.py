@@ -1,4 +1,4 @@
-"""Forward passes over a WorkingKV: plain prefill, CacheBlend's selective recompute, decoding.
+"""Forward passes over a WorkingKV: plain prefill and decoding (selective recompute: recompute.py).
 
 Every attention mask is built from absolute positions (and segment ids), so a recomputed
 token in the middle of the context never sees a key after it.
@@ -8,29 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from chunkcache.blending import (
-    adaptive_budget,
-    ape_merge,
-    apply_rope,
-    attention_lse,
-    budget,
-    position_mask,
-    select_tokens,
-    token_deviation,
-)
+from chunkcache.blending import ape_merge, apply_rope, attention_lse, position_mask
 from chunkcache.kv import WorkingKV
 from chunkcache.model import Generator
-
-
-@dataclass(frozen=True)
-class BlendPlan:
-    """How CacheBlend picks and recomputes tokens for one request."""
-
-    ratio: float
-    check_layer: int = 1
-    deviation_of: str = "v"  # "v", "k", or "vattn" (V deviation weighted by the query's attention)
-    forced: torch.Tensor | None = None  # [F] context indices always recomputed (chunk sinks)
-    adaptive_coverage: float | None = None  # share of total deviation to cover; None = fixed ratio
 
 
 @dataclass(frozen=True)
@@ -109,62 +89,7 @@ class Engine:
             h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), mask))
         return h, (torch.stack(pre) if collect else None)
 
-    # -- CacheBlend ----------------------------------------------------------------------
-    @torch.inference_mode()
-    def blend(
-        self,
-        kv: WorkingKV,
-        ctx_slots: torch.Tensor,
-        ctx_cached: torch.Tensor,
-        ctx_ids: torch.Tensor,
-        suffix_ids: torch.Tensor,
-        suffix_pos: torch.Tensor,
-        plan: BlendPlan,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Selective recompute over a context whose cached K/V already sit in `kv` at ctx_slots.
-
-        ctx_cached: [L, 2, Hkv, N, d] the chunks' stored pre-RoPE K/V (for the deviation);
-        ctx_ids: [N]; suffix_ids/suffix_pos: [S]. Layers 0..check_layer run on every token with
-        fresh K/V; then only the selected context tokens plus the whole suffix go on, their
-        fresh K/V overwriting the cached ones. Returns the suffix's last hidden states [S, D]
-        and the selected context indices [K].
-        """
-        gen = self.gen
-        n, s = ctx_ids.numel(), suffix_ids.numel()
-        suffix_slots = kv.reserve(suffix_pos)
-        slots = torch.cat((ctx_slots, suffix_slots))  # [N+S]
-        pos = kv.pos[slots]  # [N+S]
-        cos_all, sin_all = gen.rope(pos)  # [N+S, d]
-        cos, sin = cos_all, sin_all
-        h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
-        active = torch.arange(n + s)
-        selected = torch.arange(n)
-        mask = self._mask(kv, pos, None)
-        check = min(plan.check_layer, gen.spec.n_layers - 1)
-        for layer in range(gen.spec.n_layers):
-            q, k, v = gen.qkv(layer, h)
-            q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-            if layer == check:
-                use_k = plan.deviation_of == "k"
-                deviation = token_deviation(k[:, :n] if use_k else v[:, :n], ctx_cached[layer, 0 if use_k else 1])  # [N]
-                if plan.deviation_of == "vattn":
-                    deviation = deviation * self._query_attention(q_rot[:, n:], k_rot[:, :n])
-            kv.write(layer, slots[active], k_rot, v)
-            h = gen.finish(layer, h, self._attend(kv, layer, q_rot, mask))
-            if layer == check:
-                if plan.adaptive_coverage is not None:
-                    k_budget = adaptive_budget(deviation, plan.adaptive_coverage, plan.ratio)
-                else:
-                    k_budget = budget(n, plan.ratio)
-                selected = select_tokens(deviation, k_budget, plan.forced)
-                keep = torch.cat((selected, torch.arange(n, n + s)))  # indices into the full [N+S]
-                h = h[keep]
-                active = keep
-                cos, sin = cos_all[active], sin_all[active]
-                mask = self._mask(kv, pos[active], None)
-        return h[-s:], selected
-
-    def _query_attention(self, q_suffix: torch.Tensor, k_ctx: torch.Tensor) -> torch.Tensor:
+    def query_attention(self, q_suffix: torch.Tensor, k_ctx: torch.Tensor) -> torch.Tensor:
         """Mean attention of the suffix tokens over the context tokens, both already rotated.
 
         q_suffix: [H, S, d]; k_ctx: [Hkv, N, d]. Returns [N] (sums to 1).

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from chunkcache.answering import Request, forced_tokens, generate
 from chunkcache.chunks import compute_chunks, compute_prefix, pack_batches
 from chunkcache.config import BlendConfig, CacheConfig
-from chunkcache.engine import ApeParams, BlendPlan, Engine
+from chunkcache.engine import ApeParams, Engine
+from chunkcache.recompute import BlendPlan
 from chunkcache.errors import ContextTooLongError, InvalidRequestError
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
@@ -127,6 +128,7 @@ class ChunkCache:
         hits_meta: Sequence[dict] | None = None,
         blend: BlendConfig | None = None,
         should_stop: Callable[[], bool] | None = None,
+        teacher_ids: Sequence[int] | None = None,
     ) -> Answer:
         """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
 
@@ -135,6 +137,9 @@ class ChunkCache:
         blend: per-request selection settings (check layer, deviation, sink tokens); default
         from the config. should_stop: polled before each decode step; True ends the answer early
         with finish_reason "cancelled" (a client that went away, a timeout).
+        teacher_ids: a reference answer's tokens (evaluation); the Answer then carries
+        `teacher_agreement`, the share of positions where this run's top-1 token equals the
+        reference's with the reference's tokens fed in.
         """
         t_start = time.perf_counter()
         if mode not in MODES:
@@ -162,12 +167,19 @@ class ChunkCache:
             if mode == "blend":
                 plan = BlendPlan(
                     ratio=float(ratio),
-                    check_layer=blend.check_layer,
                     deviation_of=blend.deviation_of,
+                    check_layer=blend.check_layer,
+                    full_layers=blend.full_layers,
+                    probe_from=blend.probe_from,
+                    gradual_start=blend.gradual_start,
+                    span_window=blend.span_window,
                     forced=forced_tokens(chunk_ids, blend.sink_tokens),
                     adaptive_coverage=blend.adaptive_coverage,
+                    chunk_lengths=tuple(len(c) for c in chunk_ids),
                 )
-            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan)
+            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
+                          grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
+                          repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
             emitted: list[int] = []
             state = {"text": ""}
 
@@ -179,7 +191,8 @@ class ChunkCache:
                         on_token(text[len(state["text"]):])
                         state["text"] = text
 
-            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop)
+            teacher = tuple(int(t) for t in teacher_ids) if teacher_ids else None
+            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop, teacher)
         text = self.generator.tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(
@@ -202,6 +215,8 @@ class ChunkCache:
             passages=passages_out,
             finish_reason=out.finish_reason,
             recompute_ratio=float(ratio) if mode == "blend" else None,
+            repaired_tokens=out.repaired,
+            teacher_agreement=out.teacher_agreement,
             first_logprobs=torch.log_softmax(out.first_logits, -1) if return_logprobs else None,
         )
 

@@ -52,6 +52,8 @@ class Answer:
     passages: tuple[PassageHit, ...]
     finish_reason: str  # "stop" (end-of-sequence token), "length" or "cancelled"
     recompute_ratio: float | None = None
+    repaired_tokens: int = 0  # context tokens recomputed during decoding (repair while decoding)
+    teacher_agreement: float | None = None  # only when a reference answer was given (eval)
     # [V] float32 log-probabilities of the first generated token; only when asked for (eval, bench).
     first_logprobs: Any = field(default=None, repr=False, compare=False)
 

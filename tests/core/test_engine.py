@@ -5,7 +5,8 @@ import torch
 
 from chunkcache.answering import Request, _assemble
 from chunkcache.chunks import compute_chunks, compute_prefix, new_working_kv
-from chunkcache.engine import BlendPlan, Engine
+from chunkcache.engine import Engine
+from chunkcache.recompute import BlendPlan, blend
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint
 
@@ -51,8 +52,8 @@ def _blend_logits(engine, prefix, chunks, suffix, plan):
     if plan is None:
         h, _ = engine.prefill(kv, suf, torch.arange(p + n, p + n + s))
         return gen.logits(h), None, kv
-    h, selected = engine.blend(kv, slots, stacked, ctx, suf, torch.arange(p + n, p + n + s), plan)
-    return gen.logits(h), selected, kv
+    res = blend(engine, kv, slots, stacked, ctx, suf, torch.arange(p + n, p + n + s), plan)
+    return gen.logits(res.hidden), res.recomputed, kv
 
 
 @pytest.mark.parametrize("which", ["tiny", "real"])
@@ -74,13 +75,13 @@ def test_decode_steps_match_hugging_face(tiny):
         torch.testing.assert_close(engine.step(kv, int(ids[i]), i), ref[i], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["tiny", "real"])
-def test_blend_at_ratio_one_reproduces_full_prefill(which, request):
+@pytest.mark.parametrize("which,deviation", [("tiny", "probe"), ("tiny", "v"), ("tiny", "vattn"), ("real", "probe"), ("real", "vattn")])
+def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, request):
     engine, model = request.getfixturevalue(which)
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=1.0))
+    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=1.0, deviation_of=deviation))
     assert selected.numel() == sum(map(len, chunks))
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
@@ -97,25 +98,28 @@ def test_reuse_differs_from_full_and_blend_moves_towards_it(real):
 
     reuse, _, _ = _blend_logits(engine, prefix, chunks, suffix, None)
     half, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.5))
+    half_v, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.5, deviation_of="v"))
     assert kl(reuse) > 1e-4  # independent chunk caches really are approximate
     assert kl(half) < kl(reuse)
+    assert kl(half_v) < kl(reuse)
 
 
-def test_ratio_zero_is_reuse_at_the_facade_level_definition(tiny):
-    # blend with an empty selection still recomputes layers <= check; the facade maps ratio 0 to
-    # reuse. Here: with check_layer beyond the last layer, blend degenerates to a full prefill.
+def test_check_layer_past_the_last_layer_is_a_full_prefill(tiny):
+    # Deviation selection runs layers 0..check_layer on every token: with the check layer past
+    # the last layer nothing is ever narrowed, whatever the ratio, so blend is a full prefill.
     engine, model = tiny
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=4)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.0, check_layer=99))
+    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.0, deviation_of="v", check_layer=99))
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
 
-def test_query_tokens_always_recomputed(tiny):
+@pytest.mark.parametrize("deviation", ["probe", "v"])
+def test_query_tokens_always_recomputed(tiny, deviation):
     engine, _ = tiny
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=5)
-    logits, selected, kv = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.05, check_layer=0))
+    logits, selected, kv = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.05, deviation_of=deviation, check_layer=0))
     n, s = sum(map(len, chunks)), len(suffix)
     assert logits.shape[0] == s and torch.isfinite(logits).all()
     assert selected.numel() == -(-n * 5 // 100)
@@ -132,8 +136,9 @@ def test_selection_uses_position_exact_masks(tiny):
     single = [chunks[0]]
     ids = torch.tensor(prefix + single[0] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, _, _ = _blend_logits(engine, prefix, single, suffix, BlendPlan(ratio=0.3, check_layer=0))
-    torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
+    for plan in (BlendPlan(ratio=0.3, deviation_of="v", check_layer=0), BlendPlan(ratio=0.3)):
+        logits, _, _ = _blend_logits(engine, prefix, single, suffix, plan)
+        torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
 
 def test_packed_chunk_warmup_equals_one_by_one(tiny):

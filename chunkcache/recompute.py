@@ -1,0 +1,250 @@
+"""Selective recompute over a re-positioned chunk cache (CacheBlend and what we add to it).
+
+Selection (which context tokens get fresh K/V):
+  probe   run the question through every layer over the re-positioned cache first, score each
+          context token by the question's attention in the deep layers (each layer normalised,
+          summed), then recompute the top tokens from layer 0 on (layer 0's K/V need no
+          refresh, only its output does);
+  v, k    CacheBlend: layers 0..check_layer run on every token, the fresh-vs-cached V (or K)
+          deviation at check_layer picks the tokens that go on;
+  vattn   V deviation weighted by the question's attention at check_layer;
+  oracle  scores given by the caller (true deviation from a full prefill): a diagnostic of
+          selection's ceiling, never a serving mode.
+Then, optionally: span smoothing of the scores, gradual filtering (a per-layer budget that
+shrinks, survivors re-scored by the current layer's question attention), and `refresh`, which
+recomputes more context tokens later (growing the set before the first token, or repairing it
+while decoding). Every mask is built from absolute positions.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from chunkcache.blending import (
+    adaptive_budget,
+    apply_rope,
+    attention_probs,
+    budget,
+    context_attention,
+    gradual_budgets,
+    position_mask,
+    probe_layers,
+    rank_tokens,
+    smooth_within,
+    token_deviation,
+)
+from chunkcache.engine import Engine
+from chunkcache.kv import WorkingKV
+
+PRESELECTING = ("probe", "oracle")
+
+
+@dataclass(frozen=True)
+class BlendPlan:
+    """How one request picks and recomputes context tokens (built from `BlendConfig`)."""
+
+    ratio: float
+    deviation_of: str = "probe"
+    check_layer: int = 1  # v/k/vattn: layers 0..check_layer run every token
+    full_layers: int = 0  # probe/oracle: leading layers that still run every context token
+    probe_from: float = 1 / 3  # probe sums the question's attention over layers [from*L, L)
+    gradual_start: float = 1.0  # first layer's budget as a multiple of r, shrinking linearly; 1 = fixed
+    span_window: int = 0  # moving-average window of the scores within a passage; 0/1 = off
+    forced: torch.Tensor | None = None  # [F] context indices always recomputed (chunk sinks)
+    adaptive_coverage: float | None = None  # share of total deviation to cover; None = fixed ratio
+    chunk_lengths: tuple[int, ...] = ()  # passage lengths (span smoothing stays inside a passage)
+    oracle_scores: torch.Tensor | None = None  # [N] given scores, for deviation_of="oracle"
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    hidden: torch.Tensor  # [S, D] last hidden states of the question suffix
+    recomputed: torch.Tensor  # [K] context indices that ran through every layer, ascending
+    queue: torch.Tensor  # [N] every context index, next to refresh first (recomputed ones last)
+    probe_s: float = 0.0
+
+
+def _context_range(ctx_slots: torch.Tensor) -> slice:
+    start = int(ctx_slots[0]) if ctx_slots.numel() else 0
+    assert ctx_slots.numel() == 0 or int(ctx_slots[-1]) == start + ctx_slots.numel() - 1, "context slots must be contiguous"
+    return slice(start, start + ctx_slots.numel())
+
+
+@torch.inference_mode()
+def probe(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_ids: torch.Tensor,
+          suffix_pos: torch.Tensor, start: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the suffix [S] through every layer over the cache as it is; score the context.
+
+    Reserves the suffix's slots (returned, [S]) and writes its K/V there (blend overwrites them).
+    Returns (slots [S], scores [N] float32): the question's normalised attention to each context
+    token, summed over layers [start*L, L).
+    """
+    gen = engine.gen
+    ctx = _context_range(ctx_slots)
+    slots = kv.reserve(suffix_pos)
+    cos, sin = gen.rope(suffix_pos)
+    mask = position_mask(suffix_pos, kv.pos[: kv.length])
+    scoring = probe_layers(gen.spec.n_layers, start)
+    scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32)
+    h = gen.embed(suffix_ids)
+    for layer in range(scoring.stop):
+        q, k, v = gen.qkv(layer, h)
+        kv.write(layer, slots, apply_rope(k, cos, sin), v)
+        q_rot = apply_rope(q, cos, sin)
+        keys, values = kv.keys(layer)
+        if layer in scoring:
+            out, probs = attention_probs(q_rot, keys, values, gen.spec.scaling, mask)
+            scores += context_attention(probs, ctx)
+        else:
+            out = gen.attention(q_rot, keys, values, mask)
+        if layer + 1 < scoring.stop:  # the last layer's output is not needed
+            h = gen.finish(layer, h, out)
+    return slots, scores
+
+
+@torch.inference_mode()
+def oracle_scores(engine: Engine, kv: WorkingKV, ctx_ids: torch.Tensor, suffix_ids: torch.Tensor,
+                  ctx_cached: torch.Tensor) -> torch.Tensor:
+    """The true deviation of each context token: a FULL prefill of context + suffix into `kv`
+    (a scratch cache holding the prefix only), V deviation from the cached chunks times the
+    question's attention, each layer normalised, summed over layers 1..L-1. Returns [N].
+
+    Diagnostic only: it costs more than the full prefill it is compared with.
+    """
+    gen = engine.gen
+    n, s = ctx_ids.numel(), suffix_ids.numel()
+    p = kv.length
+    pos = torch.arange(p, p + n + s)
+    slots = kv.reserve(pos)
+    cos, sin = gen.rope(pos)
+    mask = position_mask(pos, kv.pos[: kv.length])
+    ctx = slice(p, p + n)
+    h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
+    scores = torch.zeros(n, dtype=torch.float32)
+    for layer in range(gen.spec.n_layers):
+        q, k, v = gen.qkv(layer, h)
+        kv.write(layer, slots, apply_rope(k, cos, sin), v)
+        q_rot = apply_rope(q, cos, sin)
+        keys, values = kv.keys(layer)
+        out = gen.attention(q_rot[:, :n], keys, values, mask[:n])
+        out_s, probs = attention_probs(q_rot[:, n:], keys, values, gen.spec.scaling, mask[n:])
+        if layer >= 1:
+            weight = token_deviation(v[:, :n], ctx_cached[layer, 1]) * context_attention(probs, ctx)  # [N]
+            scores += weight / weight.sum().clamp_min(1e-30)
+        h = gen.finish(layer, h, torch.cat((out, out_s), dim=1))
+    return scores
+
+
+def _question_share(engine: Engine, kv: WorkingKV, layer: int, q_suffix: torch.Tensor, suffix_pos: torch.Tensor, ctx: slice) -> torch.Tensor:
+    """[N] the suffix's normalised attention over the context at `layer` (keys as they are now)."""
+    keys, values = kv.keys(layer)
+    mask = position_mask(suffix_pos, kv.pos[: kv.length])
+    _, probs = attention_probs(q_suffix, keys, values, engine.gen.spec.scaling, mask)
+    return context_attention(probs, ctx)
+
+
+@torch.inference_mode()
+def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: torch.Tensor, ctx_ids: torch.Tensor,
+          suffix_ids: torch.Tensor, suffix_pos: torch.Tensor, plan: BlendPlan) -> BlendResult:
+    """Selective recompute over a context whose cached K/V already sit in `kv` at ctx_slots.
+
+    ctx_cached: [L, 2, Hkv, N, d] the chunks' stored pre-RoPE K/V (for v/k/vattn deviation);
+    ctx_ids: [N]; suffix_ids/suffix_pos: [S]. The suffix always runs through every layer.
+    """
+    gen = engine.gen
+    n_layers = gen.spec.n_layers
+    n, s = ctx_ids.numel(), suffix_ids.numel()
+    ctx = _context_range(ctx_slots)
+    lengths = list(plan.chunk_lengths) or [n]
+    t0 = time.perf_counter()
+    scores = None
+    if plan.deviation_of == "probe":
+        suffix_slots, scores = probe(engine, kv, ctx_slots, suffix_ids, suffix_pos, plan.probe_from)
+    else:
+        suffix_slots = kv.reserve(suffix_pos)
+        if plan.deviation_of == "oracle":
+            if plan.oracle_scores is None or plan.oracle_scores.numel() != n:
+                raise ValueError("deviation_of='oracle' needs oracle_scores of the context's length")
+            scores = plan.oracle_scores
+    probe_s = time.perf_counter() - t0
+    # Layers < narrow_at run every token; from narrow_at on, only the selected ones and the suffix.
+    narrow_at = plan.full_layers if scores is not None else min(plan.check_layer, n_layers - 1) + 1
+    narrow_at = min(narrow_at, n_layers)
+    slots = torch.cat((ctx_slots, suffix_slots))  # [N+S]
+    pos = kv.pos[slots]  # [N+S]
+    cos_all, sin_all = gen.rope(pos)  # [N+S, d]
+    budgets = gradual_budgets(n, plan.ratio, n_layers - narrow_at, plan.gradual_start)
+    if plan.gradual_start == 1.0:
+        budgets = [budget(n, plan.ratio)] * (n_layers - narrow_at)
+    n_forced = 0 if plan.forced is None else plan.forced.numel()
+    order = None
+    selected = torch.arange(n)
+    active = torch.arange(n + s)
+    mask = position_mask(pos, kv.pos[: kv.length])  # rebuilt whenever the active set changes
+    h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
+
+    def narrow():
+        nonlocal order, selected, active, h, mask
+        k0 = budgets[0] if budgets else 0
+        if plan.adaptive_coverage is not None:
+            k0 = adaptive_budget(scores, plan.adaptive_coverage, plan.ratio)
+        order = rank_tokens(smooth_within(scores, lengths, plan.span_window), plan.forced)
+        selected = order[: max(k0, n_forced)].sort().values
+        keep = torch.cat((selected, torch.arange(n, n + s)))
+        h, active = h[keep], keep
+        mask = position_mask(pos[active], kv.pos[: kv.length])
+
+    if narrow_at == 0:
+        narrow()
+    for layer in range(n_layers):
+        cos, sin = cos_all[active], sin_all[active]
+        q, k, v = gen.qkv(layer, h)
+        q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if scores is None and layer == narrow_at - 1:
+            use_k = plan.deviation_of == "k"
+            scores = token_deviation(k[:, :n] if use_k else v[:, :n], ctx_cached[layer, 0 if use_k else 1])  # [N]
+            if plan.deviation_of == "vattn":
+                scores = scores * engine.query_attention(q_rot[:, n:], k_rot[:, :n])
+        kv.write(layer, slots[active], k_rot, v)
+        h = gen.finish(layer, h, gen.attention(q_rot, *kv.keys(layer), mask))
+        if layer + 1 == narrow_at and narrow_at < n_layers:
+            narrow()
+        elif layer + 1 > narrow_at and layer + 1 < n_layers:
+            nxt = budgets[layer + 1 - narrow_at]
+            if nxt < selected.numel():  # gradual filtering: survivors re-scored at this layer
+                share = _question_share(engine, kv, layer, q_rot[:, -s:], suffix_pos, ctx)
+                if plan.forced is not None and plan.forced.numel():
+                    share[plan.forced] = float("inf")
+                local = share[selected].topk(max(nxt, min(n_forced, selected.numel()))).indices.sort().values
+                selected = selected[local]
+                keep = torch.cat((local, torch.arange(h.shape[0] - s, h.shape[0])))
+                h, active = h[keep], active[keep]
+                mask = position_mask(pos[active], kv.pos[: kv.length])
+    if order is None:  # narrow_at == n_layers: every token ran through every layer
+        order = torch.arange(n)
+    done = torch.zeros(n, dtype=torch.bool)
+    done[selected] = True
+    queue = torch.cat((order[~done[order]], order[done[order]]))
+    return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, probe_s=probe_s)
+
+
+@torch.inference_mode()
+def refresh(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: torch.Tensor, ctx_idx: torch.Tensor,
+            tail_slots: torch.Tensor, tail_ids: torch.Tensor) -> torch.Tensor:
+    """Recompute context tokens ctx_idx [M] together with the tail (question, generated tokens,
+    the current input token: slots [T] already reserved, ids [T]) through every layer, each
+    writing fresh K/V at its slot. Returns the tail's last hidden states [T, D].
+    """
+    gen = engine.gen
+    slots = torch.cat((ctx_slots[ctx_idx], tail_slots))  # [M+T]
+    ids = torch.cat((ctx_ids[ctx_idx], tail_ids))
+    pos = kv.pos[slots]
+    cos, sin = gen.rope(pos)
+    mask = position_mask(pos, kv.pos[: kv.length])
+    h = gen.embed(ids)
+    for layer in range(gen.spec.n_layers):
+        q, k, v = gen.qkv(layer, h)
+        kv.write(layer, slots, apply_rope(k, cos, sin), v)
+        h = gen.finish(layer, h, gen.attention(apply_rope(q, cos, sin), *kv.keys(layer), mask))
+    return h[-tail_slots.numel():]
