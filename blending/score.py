@@ -75,7 +75,7 @@ def gradual_budgets(n: int, ratio: float, n_layers: int, start: float) -> list[i
     base = ratio * n
     out = []
     for layer in range(n_layers):
-        frac = layer / (n_layers - 1) if n_layers > 1 else 0.0
+        frac = layer / (n_layers - 1) if n_layers > 1 else 0.5
         factor = start - 2.0 * (start - 1.0) * frac  # start .. 2-start, mean 1
         out.append(min(n, math.ceil(factor * base - 1e-9)) if base > 0 else 0)
     return out

@@ -122,13 +122,13 @@ class _Decoder:
         return self.engine.step(self.kv, token, position)
 
 
-def _grow(engine: Engine, kv, req: Request, ctx_slots, ctx_ids, queue, suffix_slots, suffix_ids, logits, n: int):
+def _grow(engine: Engine, kv, req: Request, ctx_slots, ctx_ids, queue, recomputed: int, suffix_slots, suffix_ids, logits, n: int):
     """Recompute more of `queue` before the first token until its distribution settles.
 
     Returns (first-token logits [V], context tokens added).
     """
     step, ceiling = budget(n, req.grow_step), budget(n, req.grow_max_ratio)
-    done, recomputed = 0, n - queue.numel()
+    done = 0
     while recomputed + done < ceiling and done < queue.numel():
         extra = queue[done : done + min(step, ceiling - recomputed - done)]
         done += extra.numel()
@@ -193,7 +193,7 @@ def generate(
             suffix_slots = torch.arange(kv.length - s, kv.length)
             queue = res.queue
             if req.grow_tolerance is not None:
-                logits, grown = _grow(engine, kv, req, slots, ctx, queue, suffix_slots, suffix,
+                logits, grown = _grow(engine, kv, req, slots, ctx, queue, recomputed, suffix_slots, suffix,
                                       gen.logits(h[-1:])[0], n)
                 recomputed += grown
                 queue = queue[grown:]
