@@ -18,8 +18,10 @@ class WorkingKV:
         self.spec = spec
         self.capacity = capacity
         shape = (spec.n_layers, spec.n_kv_heads, capacity, spec.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype)
-        self.v = torch.zeros(shape, dtype=dtype)
+        # Uninitialised: a slot is always written (reserve, then write in every layer) before
+        # any attention reads it, and zero-filling ~25 MB per request cost tens of ms.
+        self.k = torch.empty(shape, dtype=dtype)
+        self.v = torch.empty(shape, dtype=dtype)
         self.pos = torch.zeros(capacity, dtype=torch.int64)
         self.seg = torch.zeros(capacity, dtype=torch.int64)
         self.length = 0

@@ -107,11 +107,14 @@ class Generator:
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Scaled dot-product attention with GQA. q: [H, Tq, d]; k, v: [Hkv, Tk, d]; mask: [Tq, Tk] bool.
 
-        Returns [H, Tq, d].
+        Returns [H, Tq, d]. The grouped heads are repeated here: on the CPU, SDPA's own
+        `enable_gqa` path measured about 1.4x slower than repeating K/V first (2.13, 1 thread).
         """
+        rep = self.spec.n_heads // self.spec.n_kv_heads
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)  # [H, Tk, d]
         return F.scaled_dot_product_attention(
-            q[None], k[None], v[None], attn_mask=None if mask is None else mask[None, None],
-            scale=self.spec.scaling, enable_gqa=self.spec.n_heads != self.spec.n_kv_heads,
+            q[None], k[None], v[None], attn_mask=None if mask is None else mask[None, None], scale=self.spec.scaling,
         )[0]
 
     def finish(self, layer: int, h: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
