@@ -151,32 +151,33 @@ class RunSamples:
     ttft_s: list[float] = field(default_factory=list)
 
 
-INTERVAL_METRICS = ("fidelity", "first_token_kl", "teacher_agreement", "ttft_speedup")
-
-
 def _p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
 def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Means over the examples; INTERVAL_METRICS get <metric>_lo/_hi, a 95% bootstrap interval.
+    """Means over the examples; fidelity, first_token_kl, teacher_agreement and ttft_speedup also get
+    <metric>_lo and <metric>_hi, a 95% percentile-bootstrap interval over the examples.
 
     ttft_speedup = median(full TTFT) / median(run TTFT); its interval resamples examples (pairs).
     A metric that was not measured (teacher agreement of full, speedup of an untimed run) is None.
     """
     mean = statistics.fmean
-    ci = lambda values, stat=mean: bootstrap_ci(values, stat, n_resamples=n_resamples, seed=seed)  # noqa: E731
+
+    def ci(values: list, stat=mean) -> tuple[float, float]:
+        return bootstrap_ci(values, stat, n_resamples=n_resamples, seed=seed)
+
+    pairs = list(zip(full_ttfts, s.ttft_s))  # (full, run) TTFT per example: the speedup resamples whole examples
     out: dict = {"n": len(s.ttft_s), "f1": mean(s.f1), "em": mean(s.em), "fidelity": mean(s.fidelity),
                  "first_token_agreement": mean(s.first_token_agreement), "first_token_kl": mean(s.first_token_kl),
                  "teacher_agreement": mean(s.teacher_agreement) if s.teacher_agreement else None,
                  "ttft_median_s": statistics.median(s.ttft_s), "ttft_p95_s": _p95(s.ttft_s),
-                 "ttft_speedup": median_ratio(list(zip(full_ttfts, s.ttft_s))) if timed else None, "timed": timed,
+                 "ttft_speedup": median_ratio(pairs) if timed else None, "timed": timed,
                  "recomputed_share": mean(s.recomputed_share), "cache_hit_ratio": mean(s.cache_hit_ratio)}
     samples = {"fidelity": s.fidelity, "first_token_kl": s.first_token_kl, "teacher_agreement": s.teacher_agreement}
     for metric, values in samples.items():
         out[f"{metric}_lo"], out[f"{metric}_hi"] = ci(values) if values else (None, None)
-    pairs = list(zip(full_ttfts, s.ttft_s))
     out["ttft_speedup_lo"], out["ttft_speedup_hi"] = ci(pairs, median_ratio) if timed else (None, None)
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
 

@@ -42,16 +42,26 @@ def _peers(text: str) -> tuple[str, ...]:
     return names
 
 
+def _selections(text: str) -> tuple[str, ...]:
+    from chunkcache.config import DEVIATIONS  # no torch: config imports only the prompt settings
+
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    if not names or any(n not in DEVIATIONS for n in names):
+        raise argparse.ArgumentTypeError(f"expected blend selections among {', '.join(DEVIATIONS)} separated by commas; got {text!r}")
+    return names
+
+
 def add_bench_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench", help="TTFT vs context size, quality vs recompute ratio, and peers (HF generate, llama.cpp) in one run",
         description="Measure in one run, so ratios hold on a noisy machine: (1) TTFT of full, reuse, blend (r = 0.05, 0.15, 0.3) "
         "and ape against 2-20 chunks of ~256 tokens cut from the data's passages, chunk KV read from a warm LMDB store "
         "(memory tier off), beside Hugging Face generate and llama.cpp (llama-cpp-python, optional) on the same tokens; "
-        "(2) fidelity to full, F1 against gold, first-token agreement and KL for each recompute ratio and the adaptive "
-        "ratio, on the examples as given; (3) with --kernels, the kernel micro-benchmark. Writes DIR/bench.json, "
-        "DIR/summary.md and PNG plots. The default preset takes about 15 minutes on 2 CPU cores, --quick about 3.")
-    p.add_argument("--data", required=True, help="QA JSONL (question, answers, passages[{title,text}]), e.g. 2wikimqa.jsonl")
+        "(2) fidelity to full, F1 against gold, first-token agreement and KL, teacher-forced agreement (with 95% bootstrap "
+        "intervals) for each recompute ratio with two selections (the default and vattn, the previous default; pareto.png "
+        "plots speedup vs fidelity for both) and the adaptive ratio, on the examples as given; (3) with --kernels, the kernel "
+        "micro-benchmark. Writes DIR/bench.json, DIR/summary.md and PNG plots. The default preset takes about 15 minutes on 2 CPU cores, --quick about 3.")
+    p.add_argument("--data", required=True, help="QA JSONL (question, answers, passages[{title,text}]), or a shared set by name: 2wikimqa, hotpotqa, hotpotqa_fullwiki, musique")
     p.add_argument("--out", required=True, help="output directory for bench.json, summary.md and the plots")
     p.add_argument("--quick", action="store_true", help="the short preset: sizes 2,5,10, one repeat, 3 examples (about 3 minutes)")
     p.add_argument("--limit", type=int, default=None, help="examples in the quality sweep (default: 12, --quick 3); the TTFT sweep reads what it needs")
@@ -65,6 +75,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk in the TTFT sweep (default: %(default)s)")
     t.add_argument("--ratios", type=_ratios, default=(0.0, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0),
                    help="blend ratios of the quality sweep (default: 0,0.05,0.1,0.15,0.3,0.5,1)")
+    t.add_argument("--selections", type=_selections, default=None,
+                   help="blend selections of the quality sweep, each at every ratio (default: the configured default and vattn)")
     t.add_argument("--adaptive-coverage", type=float, default=0.5, help="the adaptive run's deviation coverage (default: %(default)s)")
     t.add_argument("--adaptive-max-ratio", type=float, default=0.3, help="the adaptive run's cap on the ratio (default: %(default)s)")
     t.add_argument("--max-new-tokens", type=int, default=16, help="answer length in the quality sweep (default: %(default)s)")
@@ -78,8 +90,9 @@ def spec_from_args(args):
     from chunkcache.bench.runner import BenchSpec
 
     preset = PRESETS["quick" if args.quick else "default"]
+    chosen = {"selections": args.selections} if args.selections else {}
     return BenchSpec(
-        data=args.data, store=args.store, model=args.model,
+        **chosen, data=args.data, store=args.store, model=args.model,
         sizes=args.sizes or preset["sizes"], chunk_tokens=args.chunk_tokens,
         repeats=args.repeats or preset["repeats"], quality_limit=args.limit or preset["limit"],
         quality_ratios=args.ratios, adaptive_coverage=args.adaptive_coverage, adaptive_max_ratio=args.adaptive_max_ratio,
@@ -98,7 +111,7 @@ def cmd_bench(args) -> int:
     result = run_bench(spec)
     json_path = write_json(result, out)
     plots = write_plots(result, out)
-    summary_path, text = write_summary(result, out)
+    summary_path, text = write_summary(result, out, [p.name for p in plots])
     print(text)
     print(f"wrote {json_path}, {summary_path}, " + ", ".join(str(p) for p in plots))
     return 0

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PLOT_FILES = ("ttft_vs_chunks.png", "fidelity_vs_ratio.png", "speedup_vs_fidelity.png")
+PLOT_FILES = ("ttft_vs_chunks.png", "fidelity_vs_ratio.png", "pareto.png")
 
 
 def plot_ttft(ttft: dict, path: Path) -> Path:
@@ -30,13 +30,31 @@ def plot_ttft(ttft: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def selection_curves(runs: dict) -> dict[str, list[tuple[str, dict]]]:
+    """The blend runs at fixed ratios grouped by selection, each sorted by ratio: {selection: [(name, run), ...]}."""
+    curves: dict[str, list[tuple[str, dict]]] = {}
+    for name, r in runs.items():
+        if r.get("mode") == "blend" and r.get("ratio") is not None and r.get("selection"):
+            curves.setdefault(r["selection"], []).append((name, r))
+    return {sel: sorted(points, key=lambda p: p[1]["ratio"]) for sel, points in curves.items()}
+
+
+def _label(selection: str, quality: dict) -> str:
+    return f"blend[{selection}]" + (" (default)" if selection == quality.get("default_selection") else "")
+
+
 def plot_fidelity(quality: dict, path: Path) -> Path:
-    """Fidelity to full and first-token KL against the recompute ratio; adaptive at its mean share."""
+    """Fidelity to full and first-token KL against the recompute ratio, one line each per selection;
+    F1 against gold for the default selection; adaptive at its mean share."""
     runs = quality["runs"]
-    curve = sorted((r["ratio"], r) for name, r in runs.items() if name.startswith("blend@"))
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    ax.plot([x for x, _ in curve], [r["fidelity"] for _, r in curve], "o-", color="C0", label="blend: fidelity to full")
-    ax.plot([x for x, _ in curve], [r["f1"] for _, r in curve], "s:", color="C2", label="blend: F1 vs gold")
+    kl = ax.twinx()
+    for i, (sel, curve) in enumerate(selection_curves(runs).items()):
+        xs = [r["ratio"] for _, r in curve]
+        ax.plot(xs, [r["fidelity"] for _, r in curve], "o-", color=f"C{i}", label=f"{_label(sel, quality)}: fidelity to full")
+        kl.plot(xs, [max(r["first_token_kl"], 1e-6) for _, r in curve], "^--", color=f"C{i}", alpha=0.6, label=f"blend[{sel}]: first-token KL")
+        if sel == quality.get("default_selection"):
+            ax.plot(xs, [r["f1"] for _, r in curve], "s:", color=f"C{i}", alpha=0.6, label=f"blend[{sel}]: F1 vs gold")
     for name, r in runs.items():
         if name.startswith("adaptive"):
             ax.plot([r["recomputed_share"]], [r["fidelity"]], "*", color="C3", markersize=14, label=f"{name} (at its mean share)")
@@ -46,49 +64,54 @@ def plot_fidelity(quality: dict, path: Path) -> Path:
     ax.set_ylabel("token F1")
     ax.set_ylim(0, 1.05)
     ax.grid(True, alpha=0.3)
-    kl = ax.twinx()
-    kl.plot([x for x, _ in curve], [max(r["first_token_kl"], 1e-6) for _, r in curve], "^--", color="C1", label="blend: first-token KL")
     kl.set_yscale("log")
     kl.set_ylabel("KL(full || run) of the first token, nats")
     lines = ax.get_legend_handles_labels()
     more = kl.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="center right")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
     ax.set_title(f"Quality vs recompute ratio ({quality['n_examples']} examples)")
     return _save(fig, path)
 
 
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names of the points no other point beats on both axes (higher x and higher y are better),
-    ordered by x. points: name -> (fidelity, speedup)."""
-    front = []
-    for name, (x, y) in points.items():
-        beaten = any(ox >= x and oy >= y and (ox, oy) != (x, y) for other, (ox, oy) in points.items() if other != name)
-        if not beaten:
-            front.append(name)
-    return sorted(front, key=lambda n: points[n])
+def _err(r: dict, metric: str) -> list[list[float]]:
+    """matplotlib's [[below], [above]] from a run's 95% interval (0 when the run has none)."""
+    lo, hi = r.get(f"{metric}_lo"), r.get(f"{metric}_hi")
+    return [[0.0], [0.0]] if lo is None else [[max(0.0, r[metric] - lo)], [max(0.0, hi - r[metric])]]
 
 
-def plot_frontier(quality: dict, path: Path) -> Path:
-    """TTFT speedup over full against fidelity, each run a point; the line joins the Pareto front."""
-    points = {name: (r["fidelity"], r["ttft_speedup"]) for name, r in quality["runs"].items()}
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    for name, (x, y) in points.items():
-        ax.plot([x], [y], "o", color="C3" if name.startswith("adaptive") else "C0")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    front = pareto_front(points)
-    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "-", color="C1", alpha=0.7, label="Pareto front")
-    ax.legend(fontsize=8)
-    ax.set_xlabel("fidelity to full (token F1 of answers)")
-    ax.set_ylabel("TTFT speedup over full (median)")
-    ax.set_title("Trade-off: speedup vs fidelity")
+def plot_pareto(quality: dict, path: Path) -> Path:
+    """TTFT speedup over full (x) against fidelity to full (y): one line per blend selection through its
+    ratios (points labelled with r), reuse and full as points; bars are the 95% bootstrap intervals."""
+    runs = quality["runs"]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for i, (sel, curve) in enumerate(selection_curves(runs).items()):
+        timed = [(n, r) for n, r in curve if r.get("ttft_speedup") is not None]
+        xs, ys = [r["ttft_speedup"] for _, r in timed], [r["fidelity"] for _, r in timed]
+        ax.plot(xs, ys, "o-", color=f"C{i}", label=_label(sel, quality))
+        for _, r in timed:
+            ax.errorbar([r["ttft_speedup"]], [r["fidelity"]], xerr=_err(r, "ttft_speedup"), yerr=_err(r, "fidelity"),
+                        color=f"C{i}", alpha=0.35, capsize=2)
+            ax.annotate(f"r={r['ratio']:g}", (r["ttft_speedup"], r["fidelity"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=f"C{i}")
+    for name, marker in (("reuse", "D"), ("full", "s")):
+        r = runs.get(name)
+        if r is not None and r.get("ttft_speedup") is not None:
+            ax.errorbar([r["ttft_speedup"]], [r["fidelity"]], xerr=_err(r, "ttft_speedup"), yerr=_err(r, "fidelity"),
+                        fmt=marker, color="black", capsize=2, markersize=7)
+            ax.annotate(name, (r["ttft_speedup"], r["fidelity"]), textcoords="offset points", xytext=(5, -11), fontsize=8)
+    ax.set_xlabel("TTFT speedup over full (median of full / median of run)")
+    ax.set_ylabel("fidelity to full (token F1 of the answers)")
+    ax.set_ylim(0, 1.05)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"Speed vs fidelity per selection ({quality['n_examples']} examples; bars: 95% bootstrap)")
     return _save(fig, path)
 
 
 def write_plots(result: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    ttft_png, fid_png, frontier_png = (out_dir / f for f in PLOT_FILES)
-    return [plot_ttft(result["ttft"], ttft_png), plot_fidelity(result["quality"], fid_png), plot_frontier(result["quality"], frontier_png)]
+    ttft_png, fid_png, pareto_png = (out_dir / f for f in PLOT_FILES)
+    return [plot_ttft(result["ttft"], ttft_png), plot_fidelity(result["quality"], fid_png), plot_pareto(result["quality"], pareto_png)]
 
 
 def _save(fig, path: Path) -> Path:

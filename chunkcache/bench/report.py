@@ -79,16 +79,64 @@ def format_ttft(ttft: dict) -> list[str]:
     return lines
 
 
+def _cell(r: dict, metric: str, digits: int = 3, unit: str = "") -> str:
+    """"0.800 [0.700, 0.900]" with the run's 95% interval when it has one; "n/a" when not measured."""
+    value = r.get(metric)
+    if value is None:
+        return "n/a"
+    lo, hi = r.get(f"{metric}_lo"), r.get(f"{metric}_hi")
+    text = f"{value:.{digits}f}{unit}"
+    return text if lo is None else f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def format_quality(quality: dict) -> list[str]:
-    head = ["run", "recomputed", "fidelity", "F1 gold", "1st-token agree", "1st-token KL", "TTFT ms", "speedup"]
+    head = ["run", "recomputed", "fidelity", "F1 gold", "1st-token agree", "1st-token KL", "teacher agree", "TTFT ms", "speedup"]
     rows = []
     for name, r in quality["runs"].items():
-        rows.append([name, f"{r['recomputed_share']:.3f}", f"{r['fidelity']:.3f}", f"{r['f1']:.3f}", f"{r['first_token_agreement']:.2f}",
-                     f"{r['first_token_kl']:.4f}", _ms(r["ttft_median_s"]), f"{r['ttft_speedup']:.2f}x"])
+        rows.append([name, f"{r['recomputed_share']:.3f}", _cell(r, "fidelity"), f"{r['f1']:.3f}", f"{r['first_token_agreement']:.2f}",
+                     _cell(r, "first_token_kl", 4), _cell(r, "teacher_agreement"), _ms(r["ttft_median_s"]), _cell(r, "ttft_speedup", 2, "x")])
     lines = [f"### Quality vs recompute ratio: {quality['n_examples']} examples as given, {quality['max_new_tokens']}-token greedy answers", ""]
     lines += _table(head, rows)
-    lines += ["", "fidelity = token F1 against full prefill's answer; KL(full || run) of the first token's distribution, nats."]
+    lines += ["", "fidelity = token F1 against full prefill's answer; KL(full || run) of the first token's distribution, nats; "
+              "teacher agree = share of top-1 tokens equal to full's when full's answer is fed; [lo, hi] = 95% bootstrap over the examples."]
     return lines
+
+
+def dominates(a: dict, b: dict) -> bool:
+    """Run a is at least as good as run b on both fidelity and TTFT speedup."""
+    return a["fidelity"] >= b["fidelity"] and a["ttft_speedup"] >= b["ttft_speedup"]
+
+
+def format_selections(quality: dict) -> list[str]:
+    """Per ratio, the default selection against each other selection on the speed/fidelity plane (pareto.png)."""
+    default = quality.get("default_selection")
+    by_sel: dict[str, dict[float, dict]] = {}
+    for r in quality["runs"].values():
+        if r.get("mode") == "blend" and r.get("ratio") is not None and r.get("selection"):
+            by_sel.setdefault(r["selection"], {})[r["ratio"]] = r
+    if default not in by_sel or len(by_sel) < 2:
+        return []
+    lines = []
+    for other in (s for s in by_sel if s != default):
+        ratios = sorted(set(by_sel[default]) & set(by_sel[other]))
+        rows, wins = [], 0
+        for x in ratios:
+            a, b = by_sel[default][x], by_sel[other][x]
+            won = dominates(a, b)
+            wins += won
+            rows.append([f"{x:g}", _cell(a, "fidelity"), _cell(b, "fidelity"), _cell(a, "ttft_speedup", 2, "x"),
+                         _cell(b, "ttft_speedup", 2, "x"), "yes" if won else "no"])
+        lines += [f"### Selection {default} (default) vs {other}: {default} dominates at {wins} of {len(ratios)} ratios", ""]
+        lines += _table(["r", f"fidelity {default}", f"fidelity {other}", f"speedup {default}", f"speedup {other}", "dominates"], rows)
+        lines += [""]
+    return lines[:-1]
+
+
+def format_figures(plots: list[str]) -> list[str]:
+    titles = {"pareto.png": "speed vs fidelity per selection (Pareto)", "fidelity_vs_ratio.png": "quality vs recompute ratio",
+              "ttft_vs_chunks.png": "TTFT vs context size"}
+    return ["### Figures", ""] + [f"- [{name}]({name}): {titles.get(name, name)}" for name in plots] + \
+        ([f"", f"![speed vs fidelity](pareto.png)"] if "pareto.png" in plots else [])
 
 
 def format_kernels(kernels: list[dict]) -> list[str]:
@@ -96,7 +144,8 @@ def format_kernels(kernels: list[dict]) -> list[str]:
     return ["### Kernels (chunkcache.kernels.bench)", ""] + _table(["op", "impl", "median ms", "p95 ms", "shape"], rows)
 
 
-def format_summary(result: dict) -> str:
+def format_summary(result: dict, plots: list[str] | tuple[str, ...] = ()) -> str:
+    """The Markdown summary; plots: file names of the figures written beside it."""
     m = result["machine"]
     lines = [
         "## chunkcache bench",
@@ -107,8 +156,13 @@ def format_summary(result: dict) -> str:
         "",
     ]
     lines += format_ttft(result["ttft"]) + [""] + format_quality(result["quality"])
+    selections = format_selections(result["quality"])
+    if selections:
+        lines += [""] + selections
     if result.get("kernels"):
         lines += [""] + format_kernels(result["kernels"])
+    if plots:
+        lines += [""] + format_figures(list(plots))
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +170,8 @@ def _load(values) -> str:
     return "?" if not values else f"{values[0]:.2f}"
 
 
-def write_summary(result: dict, out_dir: Path) -> tuple[Path, str]:
-    text = format_summary(result)
+def write_summary(result: dict, out_dir: Path, plots: list[str] | tuple[str, ...] = ()) -> tuple[Path, str]:
+    text = format_summary(result, plots)
     path = out_dir / "summary.md"
     path.write_text(text)
     return path, text

@@ -12,17 +12,22 @@ of a server whose corpus was precomputed.
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from tqdm.auto import tqdm
 
 from chunkcache.bench.contexts import BenchContext, build_context
 from chunkcache.bench.peers import hf_generate_variant, hf_status, load_llamacpp
 from chunkcache.bench.variants import PEERS, Sample, chunkcache_variant
-from chunkcache.config import BlendConfig, CacheConfig
+from chunkcache.config import DEVIATIONS, BlendConfig, CacheConfig
 from chunkcache.errors import ConfigError
-from chunkcache.evaluation import RunSpec, evaluate, load_examples
+from chunkcache.evaluation import RunSpec, blend_name, evaluate, load_examples, resolve_data
 from chunkcache.prompt import Passage
+
+
+def default_selections() -> tuple[str, ...]:
+    """The configured default selection, then "vattn" (the previous default) when it differs."""
+    return tuple(dict.fromkeys((BlendConfig().deviation_of, "vattn")))
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class BenchSpec:
     ttft_ratios: tuple[float, ...] = (0.05, 0.15, 0.3)
     quality_limit: int = 12  # examples in the quality sweep
     quality_ratios: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0)
+    # blend selections (BlendConfig.deviation_of) of the quality sweep, each at every ratio: one line each in pareto.png
+    selections: tuple[str, ...] = field(default_factory=default_selections)
     adaptive_coverage: float = 0.5
     adaptive_max_ratio: float = 0.3
     max_new_tokens: int = 16
@@ -57,6 +64,8 @@ class BenchSpec:
                 raise ConfigError(f"recompute ratios must be in [0, 1], got {r}")
         if not 0.0 < self.adaptive_coverage <= 1.0:
             raise ConfigError(f"adaptive_coverage must be in (0, 1], got {self.adaptive_coverage}")
+        if not self.selections or any(sel not in DEVIATIONS for sel in self.selections):
+            raise ConfigError(f"selections must be among {', '.join(DEVIATIONS)}, got {self.selections}")
         unknown = set(self.peers) - set(PEERS)
         if unknown:
             raise ConfigError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
@@ -154,24 +163,30 @@ def measure_ttft(cache, examples, spec: BenchSpec) -> dict:
 
 
 def quality_runs(spec: BenchSpec) -> list[tuple[RunSpec, dict]]:
-    """full first (the reference), reuse, ape, blend at every ratio, and the adaptive ratio."""
+    """full first (the reference), reuse, ape, blend at every ratio for every selection, and the adaptive ratio."""
+    base = bench_cache_config(spec).blend
     runs = [(RunSpec("full"), {"mode": "full", "ratio": 1.0}), (RunSpec("reuse"), {"mode": "reuse", "ratio": 0.0}),
             (RunSpec("ape"), {"mode": "ape", "ratio": 0.0})]
-    runs += [(RunSpec("blend", r, f"blend@{r:g}"), {"mode": "blend", "ratio": r}) for r in spec.quality_ratios]
+    for sel in spec.selections:
+        runs += [(RunSpec("blend", r, blend_name(r, sel), replace(base, deviation_of=sel)), {"mode": "blend", "ratio": r, "selection": sel})
+                 for r in spec.quality_ratios]
     cov, cap = spec.adaptive_coverage, spec.adaptive_max_ratio
-    adaptive = RunSpec("blend", cap, f"adaptive@{cov:g}", BlendConfig(recompute_ratio=cap, adaptive_coverage=cov))
-    runs.append((adaptive, {"mode": "blend", "ratio": None, "adaptive_coverage": cov, "max_ratio": cap}))
+    adaptive = RunSpec("blend", cap, f"adaptive@{cov:g}", replace(base, recompute_ratio=cap, adaptive_coverage=cov))
+    runs.append((adaptive, {"mode": "blend", "ratio": None, "selection": base.deviation_of, "adaptive_coverage": cov, "max_ratio": cap}))
     return runs
 
 
 def measure_quality(cache, examples, spec: BenchSpec) -> dict:
-    """Fidelity to full, F1 against gold, first-token agreement and KL per run (chunkcache.evaluation)."""
+    """Fidelity to full, F1 against gold, first-token agreement and KL, teacher-forced agreement per run, with
+    95% bootstrap intervals (chunkcache.evaluation)."""
     runs = quality_runs(spec)
     result = evaluate(cache, examples, [r for r, _ in runs], max_new_tokens=spec.max_new_tokens, progress=spec.progress)
     for run, meta in runs:
         result["runs"][run.name].update(meta)
     result["n_examples"] = len(examples)
     result["max_new_tokens"] = spec.max_new_tokens
+    result["selections"] = list(spec.selections)
+    result["default_selection"] = bench_cache_config(spec).blend.deviation_of
     return result
 
 
@@ -200,8 +215,9 @@ def run_bench(spec: BenchSpec) -> dict:
     from chunkcache.bench.report import describe_machine
     from chunkcache.facade import ChunkCache
 
-    result = {"machine": describe_machine(), "spec": asdict(spec)}
-    examples = load_examples(spec.data)
+    path, dataset = resolve_data(spec.data)
+    result = {"machine": describe_machine(), "spec": asdict(spec), "dataset": dataset}
+    examples = load_examples(path)
     cache = ChunkCache(config=bench_cache_config(spec))
     try:
         result["model"] = {"dir": str(cache.model_dir), "fingerprint": cache.generator.fingerprint, **asdict(cache.generator.spec)}

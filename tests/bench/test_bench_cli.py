@@ -5,6 +5,7 @@ import json
 import pytest
 
 from chunkcache.bench.cli import PRESETS, spec_from_args
+from chunkcache.bench.runner import default_selections
 from chunkcache.cli import DEMO_QA, build_parser, main
 
 
@@ -17,12 +18,16 @@ def test_bench_has_help_and_presets(capsys):
     args = parser.parse_args(["bench", "--data", "d.jsonl", "--out", "o", "--quick"])
     spec = spec_from_args(args)
     assert spec.repeats == PRESETS["quick"]["repeats"] and spec.quality_limit == PRESETS["quick"]["limit"]
-    args = parser.parse_args(["bench", "--data", "d.jsonl", "--out", "o", "--limit", "7", "--sizes", "3,4", "--peers", "none"])
+    assert spec.selections == default_selections()
+    args = parser.parse_args(["bench", "--data", "d.jsonl", "--out", "o", "--limit", "7", "--sizes", "3,4", "--peers", "none",
+                              "--selections", "v,k"])
     spec = spec_from_args(args)
     assert spec.quality_limit == 7 and spec.sizes == (3, 4) and spec.peers == () and spec.repeats == PRESETS["default"]["repeats"]
+    assert spec.selections == ("v", "k")
 
 
-@pytest.mark.parametrize("argv", [["--sizes", "2,x"], ["--sizes", "0"], ["--ratios", "0.1,2"], ["--peers", "vllm"]])
+@pytest.mark.parametrize("argv", [["--sizes", "2,x"], ["--sizes", "0"], ["--ratios", "0.1,2"], ["--peers", "vllm"],
+                                  ["--selections", "oracle"], ["--selections", ""]])
 def test_bad_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["bench", "--data", "d", "--out", "o", *argv])
@@ -36,7 +41,7 @@ def test_quick_bench_writes_json_summary_and_plots(tmp_path, default_model_dir, 
     out = tmp_path / "bench"
     rc = main([
         "bench", "--data", str(DEMO_QA), "--out", str(out), "--quick", "--limit", "2", "--sizes", "2,5", "--chunk-tokens", "128",
-        "--repeats", "1", "--ratios", "0,0.15,1", "--max-new-tokens", "6", "--model", str(default_model_dir),
+        "--repeats", "1", "--ratios", "0,0.15,1", "--selections", "probe,vattn", "--max-new-tokens", "6", "--model", str(default_model_dir),
         "--store", str(tmp_path / "store"), "--quiet",
     ])
     assert rc == 0
@@ -57,12 +62,18 @@ def test_quick_bench_writes_json_summary_and_plots(tmp_path, default_model_dir, 
     assert peers["hf_generate"]["available"] and "llama.cpp" in peers
     assert ("llama.cpp" in names) == peers["llama.cpp"]["available"]
     runs = report["quality"]["runs"]
-    assert list(runs) == ["full", "reuse", "ape", "blend@0", "blend@0.15", "blend@1", "adaptive@0.5"]
-    assert runs["blend@1"]["fidelity"] == 1.0 and runs["blend@1"]["first_token_kl"] < 1e-4
+    assert report["quality"]["selections"] == ["probe", "vattn"]
+    assert list(runs) == ["full", "reuse", "ape", "blend[probe]@0", "blend[probe]@0.15", "blend[probe]@1",
+                          "blend[vattn]@0", "blend[vattn]@0.15", "blend[vattn]@1", "adaptive@0.5"]
+    for name in ("blend[probe]@1", "blend[vattn]@1"):
+        assert runs[name]["fidelity"] == 1.0 and runs[name]["first_token_kl"] < 1e-4 and runs[name]["teacher_agreement"] == 1.0
+    for rep in runs.values():
+        assert rep["fidelity_lo"] <= rep["fidelity"] <= rep["fidelity_hi"]
     assert report["store"]["tiers"] == ["lmdb"]  # memory tier off: every load reads LMDB
-    for name in ("ttft_vs_chunks.png", "fidelity_vs_ratio.png", "speedup_vs_fidelity.png"):
+    for name in ("ttft_vs_chunks.png", "fidelity_vs_ratio.png", "pareto.png"):
         img = matplotlib.image.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     summary = (out / "summary.md").read_text()
-    assert "| blend@0.15 |" in summary and "| hf_generate |" in summary
+    assert "| blend@0.15 |" in summary and "| blend[vattn]@0.15 |" in summary and "| hf_generate |" in summary
+    assert "### Selection probe (default) vs vattn" in summary and "- [pareto.png](pareto.png)" in summary
     assert summary in capsys.readouterr().out
