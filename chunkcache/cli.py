@@ -80,6 +80,8 @@ def _cache_config(args):
 
 
 def cmd_eval(args) -> int:
+    from dataclasses import asdict
+
     from chunkcache.evaluation import evaluate, format_table, load_examples, parse_runs, parse_variants, resolve_data
 
     blend = _cache_config(args).blend  # variants and the oracle change only the selection of the cache's settings
@@ -95,8 +97,7 @@ def cmd_eval(args) -> int:
     result["config"] = {
         "dataset": dataset, "data": str(path), "limit": args.limit, "n_examples": len(examples), "modes": args.modes,
         "recompute_ratio": args.recompute_ratio, "variants": args.variants, "oracle": args.oracle,
-        "check_layer": args.check_layer, "deviation": args.deviation, "sink_tokens": args.sink_tokens,
-        "adaptive_coverage": args.adaptive_coverage, "codec": args.codec, "max_new_tokens": args.max_new_tokens,
+        "blend": asdict(blend), "codec": args.codec, "max_new_tokens": args.max_new_tokens,
     }
     print(f"{dataset}: {len(examples)} examples")
     print(format_table(result))

@@ -228,6 +228,7 @@ def test_eval_compares_variants_with_teacher_agreement(tmp_path, default_store, 
     runs = report["runs"]
     assert list(runs) == ["full", "reuse", "blend[v]@0.15", "blend[v]@1", "blend[vattn]@0.15", "blend[vattn]@1", "oracle@0.15", "oracle@1"]
     assert report["config"]["dataset"] == "demo_qa" and report["bootstrap"]["resamples"] == 200
+    assert report["config"]["blend"]["deviation_of"] == BlendConfig().deviation_of  # the cache's settings, recorded whole
     assert runs["full"]["teacher_agreement"] is None
     assert runs["oracle@1"]["timed"] is False and runs["oracle@1"]["ttft_speedup"] is None
     for name in ("blend[v]@1", "blend[vattn]@1", "oracle@1"):  # everything recomputed = full prefill: the teacher's tokens exactly
