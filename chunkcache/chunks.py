@@ -11,11 +11,13 @@ from chunkcache.kv import WorkingKV
 
 @dataclass(frozen=True)
 class PrefixKV:
-    """The shared prefix's cache, computed once. k (rotated), v: [L, Hkv, P, d]; ids: its tokens."""
+    """The shared prefix's cache, computed once. k (rotated), v: [L, Hkv, P, d]; ids: its tokens;
+    q: its rotated queries [L, H, P, d] (so later prefills attend as a causal square, maskless)."""
 
     ids: tuple[int, ...]
     k: torch.Tensor
     v: torch.Tensor
+    q: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -24,8 +26,8 @@ class PrefixKV:
 
 def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
     kv = WorkingKV(engine.gen.spec, len(prefix_ids), engine.gen.dtype)
-    engine.prefill(kv, torch.tensor(prefix_ids, dtype=torch.int64), torch.arange(len(prefix_ids)))
-    return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone())
+    _, q = engine.prefill(kv, torch.tensor(prefix_ids, dtype=torch.int64), torch.arange(len(prefix_ids)), collect=True, collect_q=True)
+    return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone(), q)
 
 
 def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int) -> WorkingKV:
@@ -33,6 +35,7 @@ def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int) -> WorkingKV
     kv = WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype)
     slots = kv.reserve(torch.arange(prefix.length))
     kv.write_span(0, prefix.k, prefix.v)
+    kv.prefix_len, kv.prefix_q = prefix.length, prefix.q
     assert slots.numel() == prefix.length
     return kv
 

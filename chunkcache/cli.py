@@ -32,14 +32,39 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
-    b = p.add_argument_group("blending")
-    b.add_argument("--check-layer", type=int, default=1, help="layers 0..N recompute every token; deviation is measured at N (default: %(default)s)")
-    b.add_argument("--deviation", choices=["v", "k", "vattn"], default="vattn",
-                   help="select tokens by value (v) or key (k) deviation, or V deviation weighted by the question's attention (vattn) (default: %(default)s)")
-    b.add_argument("--sink-tokens", type=int, default=0, help="always recompute the first k tokens of every chunk (default: %(default)s)")
-    b.add_argument("--adaptive-coverage", type=float, default=None, help="recompute the fewest tokens covering this share of the total deviation, capped by the ratio")
-    b.add_argument("--ape-temperature", type=float, default=0.9, help="APE temperature T on the context attention (default: %(default)s)")
-    b.add_argument("--ape-scale", type=float, default=0.9, help="APE scale S on the context attention weight (default: %(default)s)")
+    from chunkcache.config import DEVIATIONS, BlendConfig
+
+    d = BlendConfig()  # the one copy of every blending default
+    b = p.add_argument_group("blending (defaults are BlendConfig's)")
+    b.add_argument("--deviation", choices=DEVIATIONS, default=d.deviation_of,
+                   help="how blend picks the context tokens to recompute: probe = the question's attention in the deep layers after "
+                        "one pass of the question over the cache; vattn / v / k = CacheBlend's fresh-vs-cached V deviation "
+                        "(weighted by the question's attention) / V / K deviation at --check-layer (default: %(default)s)")
+    b.add_argument("--check-layer", type=int, default=d.check_layer,
+                   help="v/k/vattn: layers 0..N recompute every token, the deviation is measured at N (default: %(default)s)")
+    b.add_argument("--probe-from", type=float, default=d.probe_from,
+                   help="probe: sum the question's attention over layers [F*L, L) (default: %(default).3f)")
+    b.add_argument("--full-layers", type=int, default=d.full_layers,
+                   help="probe: leading layers that still recompute every context token (default: %(default)s)")
+    b.add_argument("--gradual-start", type=float, default=d.gradual_start,
+                   help="gradual filtering: the first layer recomputes this multiple of the ratio, shrinking linearly to (2 - x) "
+                        "at the last layer (same compute); 1 = a fixed budget (default: %(default)s)")
+    b.add_argument("--span-window", type=int, default=d.span_window,
+                   help="average token scores over this many neighbours within a passage so recomputed tokens come in runs; 0 = off (default: %(default)s)")
+    b.add_argument("--sink-tokens", type=int, default=d.sink_tokens, help="always recompute the first k tokens of every chunk (default: %(default)s)")
+    b.add_argument("--adaptive-coverage", type=float, default=d.adaptive_coverage,
+                   help="recompute the fewest tokens covering this share of the total score, capped by the ratio")
+    b.add_argument("--grow-tolerance", type=float, default=d.grow_tolerance,
+                   help="per-query ratio: recompute --grow-step more of the context until the first token's distribution moves "
+                        "less than this KL (nats) or --grow-max-ratio is reached; off by default")
+    b.add_argument("--grow-step", type=float, default=d.grow_step, help="share of the context added per growth step (default: %(default)s)")
+    b.add_argument("--grow-max-ratio", type=float, default=d.grow_max_ratio, help="ceiling of the grown ratio (default: %(default)s)")
+    b.add_argument("--repair-tokens", type=int, default=d.repair_tokens,
+                   help="repair while decoding: context tokens recomputed per decode step (0 = off; default: %(default)s)")
+    b.add_argument("--repair-steps", type=int, default=d.repair_steps,
+                   help="repair while decoding: how many of the first decode steps repair (default: %(default)s)")
+    b.add_argument("--ape-temperature", type=float, default=d.ape_temperature, help="APE temperature T on the context attention (default: %(default)s)")
+    b.add_argument("--ape-scale", type=float, default=d.ape_scale, help="APE scale S on the context attention weight (default: %(default)s)")
 
 
 def _build_cache(args):
@@ -60,11 +85,19 @@ def _cache_config(args):
     from chunkcache.config import BlendConfig, CacheConfig
 
     blend = BlendConfig(
-        recompute_ratio=getattr(args, "default_ratio", 0.15),
         check_layer=args.check_layer,
         deviation_of=args.deviation,
+        probe_from=args.probe_from,
+        full_layers=args.full_layers,
+        gradual_start=args.gradual_start,
+        span_window=args.span_window,
         sink_tokens=args.sink_tokens,
         adaptive_coverage=args.adaptive_coverage,
+        grow_tolerance=args.grow_tolerance,
+        grow_step=args.grow_step,
+        grow_max_ratio=args.grow_max_ratio,
+        repair_tokens=args.repair_tokens,
+        repair_steps=args.repair_steps,
         ape_temperature=args.ape_temperature,
         ape_scale=args.ape_scale,
     )

@@ -61,6 +61,54 @@ class Engine:
         return ape_merge(o_c, lse_c, o_o, lse_o, self.ape.scale * self.ape.temperature)
 
     # -- full forward of new tokens -------------------------------------------------------
+    def _causal_blocks(self, kv: WorkingKV, positions: torch.Tensor, segments: torch.Tensor | None) -> list[tuple[int, int]] | None:
+        """Slot ranges [(a, b)] that each form a plain causal block right after the prefix, or None.
+
+        The common prefills (a full prompt, a packed warm-up of chunks each in its own segment)
+        are causal squares behind the shared prefix: for them attention needs no dense mask.
+        Call before reserving. Needs the prefix's queries (`kv.prefix_q`) unless there is no prefix.
+        """
+        p = kv.length
+        if kv.ape_slots is not None or self.gen.spec.sliding_window is not None or p != kv.prefix_len:
+            return None
+        if p and kv.prefix_q is None:
+            return None
+        t = positions.numel()
+        if segments is None:
+            lengths = [t]
+        else:
+            _, counts = torch.unique_consecutive(segments, return_counts=True)
+            lengths = counts.tolist()
+        expected = torch.cat([torch.arange(p, p + n) for n in lengths])
+        if not torch.equal(positions.cpu(), expected):
+            return None
+        bounds, a = [], p
+        for n in lengths:
+            bounds.append((a, a + n))
+            a += n
+        return bounds
+
+    def _causal_attend(self, kv: WorkingKV, layer: int, q: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
+        """Attention of causal blocks behind the prefix, without a mask.
+
+        Each block's queries run together with the prefix's own queries over [prefix][block] as
+        one causal square (SDPA's is_causal path); the prefix rows are dropped. q: [H, T, d].
+        """
+        p = kv.prefix_len
+        k_all, v_all = kv.keys(layer)
+        outs = []
+        for a, b in blocks:
+            qb = q[:, a - p : b - p]
+            if p:
+                qb = torch.cat((kv.prefix_q[layer], qb), dim=1)  # [H, P+n, d]
+            if a == p:
+                kb, vb = k_all[:, :b], v_all[:, :b]
+            else:
+                kb = torch.cat((k_all[:, :p], k_all[:, a:b]), dim=1)
+                vb = torch.cat((v_all[:, :p], v_all[:, a:b]), dim=1)
+            outs.append(self.gen.causal_attention(qb, kb, vb)[:, p:])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
     @torch.inference_mode()
     def prefill(
         self,
@@ -69,24 +117,34 @@ class Engine:
         positions: torch.Tensor,
         segments: torch.Tensor | None = None,
         collect: bool = False,
+        collect_q: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run ids [T] at positions [T] through every layer, appending their K/V to `kv`.
 
         Returns the last layer's hidden states [T, D] and, when `collect`, the new tokens'
-        pre-RoPE cache [L, 2, Hkv, T, d].
+        pre-RoPE cache [L, 2, Hkv, T, d] (with `collect_q`, their rotated queries [L, H, T, d]
+        instead: what a shared prefix keeps so later prefills need no mask).
         """
         gen = self.gen
+        blocks = self._causal_blocks(kv, positions, segments)
         slots = kv.reserve(positions, segments)
+        start = kv.length - positions.numel()
         cos, sin = gen.rope(positions)
-        mask = self._mask(kv, positions, segments)
+        mask = None if blocks is not None else self._mask(kv, positions, segments)
         h = gen.embed(ids)
         pre = []
         for layer in range(gen.spec.n_layers):
             q, k, v = gen.qkv(layer, h)
+            q_rot = apply_rope(q, cos, sin)
             if collect:
-                pre.append(torch.stack((k, v)))
-            kv.write(layer, slots, apply_rope(k, cos, sin), v)
-            h = gen.finish(layer, h, self._attend(kv, layer, apply_rope(q, cos, sin), mask))
+                pre.append(q_rot if collect_q else torch.stack((k, v)))
+            if blocks is not None:
+                kv.write_block(layer, start, apply_rope(k, cos, sin), v)
+                out = self._causal_attend(kv, layer, q_rot, blocks)
+            else:
+                kv.write(layer, slots, apply_rope(k, cos, sin), v)
+                out = self._attend(kv, layer, q_rot, mask)
+            h = gen.finish(layer, h, out)
         return h, (torch.stack(pre) if collect else None)
 
     def query_attention(self, q_suffix: torch.Tensor, k_ctx: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,10 @@ class WorkingKV:
         self.pos = torch.zeros(capacity, dtype=torch.int64)
         self.seg = torch.zeros(capacity, dtype=torch.int64)
         self.length = 0
+        # The shared prefix in slots [0, prefix_len) and its rotated queries [L, H, P, d]: with
+        # them a prefill right after the prefix is a causal square that needs no mask.
+        self.prefix_len = 0
+        self.prefix_q: torch.Tensor | None = None
         self.ape_slots: tuple[int, int] | None = None
 
     def reserve(self, positions: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,6 +46,12 @@ class WorkingKV:
         """k_rot, v: [Hkv, T, d] at `slots` [T] (the scatter kernel on CUDA, its reference on CPU)."""
         scatter_rows(self.k[layer], k_rot.to(self.k.dtype), slots)
         scatter_rows(self.v[layer], v.to(self.v.dtype), slots)
+
+    def write_block(self, layer: int, start: int, k_rot: torch.Tensor, v: torch.Tensor) -> None:
+        """One layer's k_rot, v: [Hkv, T, d] into the contiguous slots [start, start+T)."""
+        t = k_rot.shape[1]
+        self.k[layer, :, start : start + t] = k_rot
+        self.v[layer, :, start : start + t] = v
 
     def write_span(self, start: int, k_rot: torch.Tensor, v: torch.Tensor) -> None:
         """Bulk copy of every layer: k_rot, v: [L, Hkv, T, d] into slots [start, start+T)."""

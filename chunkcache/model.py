@@ -117,6 +117,16 @@ class Generator:
             q[None], k[None], v[None], attn_mask=None if mask is None else mask[None, None], scale=self.spec.scaling,
         )[0]
 
+    def causal_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal self-attention of a square block (query i sees keys 0..i), no mask tensor.
+
+        q: [H, T, d]; k, v: [Hkv, T, d]. Returns [H, T, d].
+        """
+        rep = self.spec.n_heads // self.spec.n_kv_heads
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)  # [H, T, d]
+        return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True, scale=self.spec.scaling)[0]
+
     def finish(self, layer: int, h: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         """Output projection, residual, MLP. h: [T, D]; attn_out: [H, T, d] -> [T, D]."""
         block = self.layers[layer]

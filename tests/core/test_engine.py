@@ -150,3 +150,29 @@ def test_packed_chunk_warmup_equals_one_by_one(tiny):
         alone = compute_chunks(engine, pre, [chunk])[0]
         assert got.shape == (engine.gen.spec.n_layers, 2, engine.gen.spec.n_kv_heads, len(chunk), engine.gen.spec.head_dim)
         torch.testing.assert_close(got, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_maskless_causal_prefill_equals_the_position_masked_one(tiny, packed):
+    """Prefills right after the prefix run as causal squares (prefix queries prepended, no mask);
+    without the prefix's queries the same prefill takes the dense position mask. Both agree."""
+    engine, _ = tiny
+    prefix, chunks, _ = _split_prompt(engine.gen.spec.vocab_size, seed=8)
+    pre = compute_prefix(engine, prefix)
+    assert pre.q is not None and pre.q.shape[2] == len(prefix)
+    if packed:
+        ids = torch.tensor([t for c in chunks for t in c])
+        pos = torch.cat([torch.arange(len(prefix), len(prefix) + len(c)) for c in chunks])
+        seg = torch.cat([torch.full((len(c),), i + 1) for i, c in enumerate(chunks)])
+    else:
+        ids = torch.tensor(chunks[0] + chunks[1])
+        pos, seg = torch.arange(len(prefix), len(prefix) + ids.numel()), None
+    fast = new_working_kv(engine, pre, ids.numel())
+    assert engine._causal_blocks(fast, pos, seg) is not None
+    slow = new_working_kv(engine, pre, ids.numel())
+    slow.prefix_q = None
+    assert engine._causal_blocks(slow, pos, seg) is None
+    h_fast, kv_fast = engine.prefill(fast, ids, pos, seg, collect=True)
+    h_slow, kv_slow = engine.prefill(slow, ids, pos, seg, collect=True)
+    torch.testing.assert_close(h_fast, h_slow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kv_fast, kv_slow, rtol=1e-5, atol=1e-5)
