@@ -17,7 +17,7 @@ import torch
 from chunkcache.blending import budget, chunk_starts_forced
 from chunkcache.chunks import PrefixKV, new_working_kv
 from chunkcache.engine import Engine
-from chunkcache.kernels import dequant_rope
+from chunkcache.kernels import dequant_rope, rope_cos_sin
 from chunkcache.metrics import kl_divergence
 from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh
 from chunkcache.sampling import Sampler
@@ -55,10 +55,36 @@ class Generated:
     teacher_agreement: float | None = None
 
 
-def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch.Tensor], capacity: int, ape: bool):
+def _place(engine: Engine, kv, start: int, cached: list[torch.Tensor], positions: torch.Tensor) -> None:
+    """Write each chunk's K (rotated to `positions` [N]) and V into the slots [start, start+N).
+
+    cached: [L, 2, Hkv, n, d] pre-RoPE per chunk. On the CPU the rotation writes straight into
+    the working cache (fp32 angles, no intermediate copies of the whole context).
+    """
+    inv_freq, scaling = engine.gen.rope_frequencies(positions)
+    a = 0
+    for chunk in cached:
+        n = chunk.shape[3]
+        pos, dst = positions[a : a + n], slice(start + a, start + a + n)
+        if chunk.dtype == kv.k.dtype and chunk.device.type == "cpu":
+            cos, sin = rope_cos_sin(pos, inv_freq, scaling)  # [n, d/2] each
+            x1, x2 = chunk[:, 0].chunk(2, dim=-1)  # [L, Hkv, n, d/2]
+            o1, o2 = kv.k[:, :, dst].chunk(2, dim=-1)  # views into the working cache
+            torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
+            torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
+            kv.v[:, :, dst] = chunk[:, 1]
+        else:
+            k_rot, v = dequant_rope(chunk[:, 0], None, chunk[:, 1], None, pos, inv_freq, scaling, "fp32", kv.k.dtype)
+            kv.k[:, :, dst], kv.v[:, :, dst] = k_rot, v
+        a += n
+
+
+def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch.Tensor], capacity: int, ape: bool,
+              stack: bool = True):
     """Place cached chunk KV ([L, 2, Hkv, n, d] pre-RoPE each) into a new working cache.
 
-    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d], suffix start position).
+    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d] or None when not
+    `stack`ed (only deviation-based selection needs it), suffix start position).
     """
     p = prefix.length
     lengths = [len(c) for c in req.chunk_ids]
@@ -70,12 +96,10 @@ def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch
         positions = torch.arange(p, p + sum(lengths))
         suffix_start = p + sum(lengths)
     slots = kv.reserve(positions)
-    stacked = torch.cat(cached, dim=3).to(kv.k.dtype)  # [L, 2, Hkv, N, d]
-    inv_freq, scaling = engine.gen.rope_frequencies(positions)
-    k_rot, v = dequant_rope(stacked[:, 0], None, stacked[:, 1], None, positions, inv_freq, scaling, "fp32", kv.k.dtype)
-    kv.write_span(p, k_rot, v)
+    _place(engine, kv, p, [c.to(kv.k.dtype) for c in cached], positions)
     if ape:
         kv.ape_slots = (p, p + sum(lengths))
+    stacked = torch.cat(cached, dim=3).to(kv.k.dtype) if stack else None  # [L, 2, Hkv, N, d]
     return kv, slots, stacked, suffix_start
 
 
@@ -175,7 +199,8 @@ def generate(
         recomputed = n
         next_pos = p + n + s
     else:
-        kv, slots, stacked, suffix_start = _assemble(engine, prefix, req, cached, capacity, ape=req.mode == "ape")
+        needs_stack = req.mode == "blend" and req.plan is not None and req.plan.deviation_of != "probe"
+        kv, slots, stacked, suffix_start = _assemble(engine, prefix, req, cached, capacity, ape=req.mode == "ape", stack=needs_stack)
         reposition_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         suffix_pos = torch.arange(suffix_start, suffix_start + s)
