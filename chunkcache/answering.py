@@ -214,7 +214,7 @@ def generate(
                 plan = replace(plan, oracle_scores=oracle_scores(engine, scratch, ctx, suffix, stacked))
             res = blend(engine, kv, slots, stacked, ctx, suffix, suffix_pos, plan)
             h = res.hidden
-            recomputed = res.recomputed.numel()
+            recomputed = round(res.mean_tokens)
             suffix_slots = torch.arange(kv.length - s, kv.length)
             queue = res.queue
             if req.grow_tolerance is not None:

@@ -63,6 +63,9 @@ class BlendResult:
     recomputed: torch.Tensor  # [K] context indices that ran through every layer, ascending
     queue: torch.Tensor  # [N] every context index, next to refresh first (recomputed ones last)
     probe_s: float = 0.0
+    # Context tokens per narrowed layer, averaged: the compute a fixed ratio would name (with
+    # gradual filtering more tokens run in early layers and fewer late, `recomputed` only the last).
+    mean_tokens: float = 0.0
 
 
 def _context_range(ctx_slots: torch.Tensor) -> slice:
@@ -197,7 +200,10 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
 
     if narrow_at == 0:
         narrow()
+    per_layer = []
     for layer in range(n_layers):
+        if layer >= narrow_at:
+            per_layer.append(selected.numel())
         cos, sin = cos_all[active], sin_all[active]
         q, k, v = gen.qkv(layer, h)
         q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -226,7 +232,8 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     done = torch.zeros(n, dtype=torch.bool)
     done[selected] = True
     queue = torch.cat((order[~done[order]], order[done[order]]))
-    return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, probe_s=probe_s)
+    mean_tokens = sum(per_layer) / len(per_layer) if per_layer else float(n)
+    return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, probe_s=probe_s, mean_tokens=mean_tokens)
 
 
 @torch.inference_mode()
