@@ -205,9 +205,9 @@ def generate(
         t0 = time.perf_counter()
         suffix_pos = torch.arange(suffix_start, suffix_start + s)
         plan = req.plan
+        # Ratio 0 is exactly reuse: no probe, no growth, no repair.
         zero_recompute = plan is None or (
-            plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0)
-            and req.grow_tolerance is None and req.repair_steps == 0)
+            plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0))
         if req.mode == "blend" and not zero_recompute:
             if plan.deviation_of == "oracle":
                 scratch = new_working_kv(engine, prefix, n + s)

@@ -34,7 +34,8 @@ class BlendConfig:
     budgets, or `grow_max_ratio` is reached (a per-query ratio; the extra time is in TTFT).
     repair_tokens / repair_steps: during the first `repair_steps` decode steps, recompute the next
     `repair_tokens` ranked context tokens (and refresh the question and the answer so far) at
-    each step, so long answers drift less; costs decode time, never TTFT.
+    each step, so long answers drift less; costs decode time, never TTFT. 0 = off. A ratio of 0
+    is plain reuse: no probe, growth or repair.
     """
 
     recompute_ratio: float = 0.15
@@ -49,8 +50,11 @@ class BlendConfig:
     grow_tolerance: float | None = None
     grow_step: float = 0.05
     grow_max_ratio: float = 0.5
-    repair_tokens: int = 0
-    repair_steps: int = 0
+    # Repair while decoding, on by default: 128 next-ranked context tokens in each of the first 4
+    # decode steps. On 2WikiMQA (first 6 examples, 32-token answers) repair lifted fidelity from
+    # 0.707 to 0.80 at the same TTFT; it slows those first steps (see the README's numbers).
+    repair_tokens: int = 128
+    repair_steps: int = 4
     ape_temperature: float = 0.9
     ape_scale: float = 0.9
 

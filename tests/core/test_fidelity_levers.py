@@ -59,7 +59,8 @@ def test_ratio_one_is_exact_and_teacher_agreement_is_one(cache, examples, deviat
 def test_repair_while_decoding_keeps_the_first_token_and_counts_its_work(cache, examples):
     ex = examples[1]
     blend = replace(cache.config.blend, repair_tokens=64, repair_steps=4)
-    plain = cache.answer(ex["question"], ex["passages"], mode="blend", max_new_tokens=6, return_logprobs=True)
+    plain = cache.answer(ex["question"], ex["passages"], mode="blend", max_new_tokens=6, return_logprobs=True,
+                         blend=replace(cache.config.blend, repair_tokens=0))
     repaired = cache.answer(ex["question"], ex["passages"], mode="blend", max_new_tokens=6, return_logprobs=True, blend=blend)
     assert repaired.token_ids[0] == plain.token_ids[0]  # repair never touches the first token
     torch.testing.assert_close(repaired.first_logprobs, plain.first_logprobs)
