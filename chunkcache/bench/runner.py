@@ -162,13 +162,28 @@ def measure_ttft(cache, examples, spec: BenchSpec) -> dict:
     }
 
 
+def selection_lines(base: BlendConfig, selections: tuple[str, ...]) -> list[tuple[str, BlendConfig]]:
+    """The blend configurations of the quality sweep, one line each in pareto.png.
+
+    The configured default as it serves (repair while decoding included); when it repairs, the
+    same selection without repair ("<sel>-norepair", so the plot separates the two levers); and
+    every other selection as it shipped, without repair (e.g. "vattn", the previous default).
+    """
+    norepair = {"repair_tokens": 0, "repair_steps": 0}
+    lines = [(base.deviation_of, base)]
+    if base.repair_tokens and base.repair_steps:
+        lines.append((f"{base.deviation_of}-norepair", replace(base, **norepair)))
+    lines += [(sel, replace(base, deviation_of=sel, **norepair)) for sel in selections if sel != base.deviation_of]
+    return lines
+
+
 def quality_runs(spec: BenchSpec) -> list[tuple[RunSpec, dict]]:
     """full first (the reference), reuse, ape, blend at every ratio for every selection, and the adaptive ratio."""
     base = bench_cache_config(spec).blend
     runs = [(RunSpec("full"), {"mode": "full", "ratio": 1.0}), (RunSpec("reuse"), {"mode": "reuse", "ratio": 0.0}),
             (RunSpec("ape"), {"mode": "ape", "ratio": 0.0})]
-    for sel in spec.selections:
-        runs += [(RunSpec("blend", r, blend_name(r, sel), replace(base, deviation_of=sel)), {"mode": "blend", "ratio": r, "selection": sel})
+    for sel, blend in selection_lines(base, spec.selections):
+        runs += [(RunSpec("blend", r, blend_name(r, sel), blend), {"mode": "blend", "ratio": r, "selection": sel})
                  for r in spec.quality_ratios]
     cov, cap = spec.adaptive_coverage, spec.adaptive_max_ratio
     adaptive = RunSpec("blend", cap, f"adaptive@{cov:g}", replace(base, recompute_ratio=cap, adaptive_coverage=cov))
