@@ -1,10 +1,37 @@
 """From request options to facade arguments, and from `Answer` to response bodies."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
 from chunkcache.api.errors import invalid
 from chunkcache.api.schemas import AnswerResponse, Source, TimingsOut
 from chunkcache.api.settings import ServiceConfig
+from chunkcache.facade import ChunkCache
 from chunkcache.sampling import SamplingParams
 from chunkcache.types import Answer
+
+
+@dataclass(frozen=True)
+class Served:
+    """An answer and whether the chunk KV computed for it could be stored (False: a full disk)."""
+
+    answer: Answer
+    kv_stored: bool
+
+
+def served(cache: ChunkCache, call: Callable[[], Answer]) -> Served:
+    """Run call() (on the worker thread) and note whether the store kept what it computed."""
+    with cache.store.write_report() as report:
+        answer = call()
+    return Served(answer, not report.failed)
+
+
+def capped(request: BaseModel, name: str, cap: int) -> int:
+    """request.<name>, or, when the client left it out, its default lowered to this server's cap."""
+    value = getattr(request, name)
+    return value if name in request.model_fields_set else min(value, cap)
 
 
 def check_caps(config: ServiceConfig, max_new_tokens: int, top_k: int | None = None, passages: int | None = None) -> None:
@@ -25,20 +52,27 @@ def sampling(temperature: float | None, top_p: float | None, seed: int | None) -
     )
 
 
-def sources(answer: Answer) -> list[Source]:
+def sources(result: Served) -> list[Source]:
+    answer = result.answer
+    # The computed misses of one answer are written in one transaction: all stored, or none.
+    def stored(hit: bool) -> bool | None:
+        return None if answer.mode == "full" else hit or result.kv_stored
+
     return [
-        Source(index=p.index, doc_id=p.doc_id, ordinal=p.ordinal, score=p.score, title=p.title, tokens=p.tokens, cache_hit=p.hit)
+        Source(index=p.index, doc_id=p.doc_id, ordinal=p.ordinal, score=p.score, title=p.title, tokens=p.tokens,
+               cache_hit=p.hit, stored=stored(p.hit))
         for p in answer.passages
     ]
 
 
-def to_response(answer: Answer) -> AnswerResponse:
+def to_response(result: Served) -> AnswerResponse:
+    answer = result.answer
     t = answer.timings
     return AnswerResponse(
         answer=answer.text,
         mode=answer.mode,
         finish_reason=answer.finish_reason,
-        sources=sources(answer),
+        sources=sources(result),
         ttft_s=answer.ttft_s,
         total_s=answer.total_s,
         timings=TimingsOut(retrieval=t.retrieval, tokenize=t.tokenize, lookup=t.lookup, warm=t.warm,

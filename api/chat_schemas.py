@@ -1,26 +1,38 @@
 """OpenAI chat-completions bodies (the subset chunkcache serves), plus the `chunkcache` extension.
 
 Requests ignore OpenAI fields we do not use (`user`, `presence_penalty`, ...) so stock clients
-work; chunkcache's own options are strict.
+work; the fields we read are strict (no "5" for 5) and chunkcache's own options forbid extras.
+The question is the last user message whose text is not blank, so `messages` must hold one:
+the schema says so with `contains`.
 """
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chunkcache.api.schemas import Mode, Order, Source, Strict
+from chunkcache.api.schemas import STRICT, Int, Mode, Order, PositiveInt, Seed, Source, Strict, Text
+
+LENIENT = ConfigDict(**{**STRICT, "extra": "ignore"})
+_NOT_BLANK = {"type": "string", "pattern": r"\S"}
+_USER_WITH_TEXT = {"contains": {
+    "type": "object", "required": ["role", "content"],
+    "properties": {"role": {"const": "user"}, "content": {"anyOf": [
+        _NOT_BLANK,
+        {"type": "array", "contains": {"type": "object", "required": ["text"], "properties": {"text": _NOT_BLANK}}},
+    ]}},
+}}
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = LENIENT
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = LENIENT
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -31,24 +43,40 @@ class ChatMessage(BaseModel):
 
 
 class ChunkcacheOptions(Strict):
-    top_k: int = Field(default=5, ge=1)
+    top_k: Int = Field(default=5, ge=1)
     mode: Mode = "blend"
     recompute_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
     order: Order = "score"
 
 
+def last_user_text(messages: list[ChatMessage]) -> str | None:
+    """The stripped text of the last user message that is not blank, or None."""
+    for message in reversed(messages):
+        if message.role == "user" and message.text().strip():
+            return message.text().strip()
+    return None
+
+
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    model_config = LENIENT
+    model: str | None = None  # any name is accepted; responses name the model served
+    messages: list[ChatMessage] = Field(min_length=1, json_schema_extra=_USER_WITH_TEXT,
+                                        description="the last message with role 'user' and non-blank content is the question")
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=5.0, description="default 0 (greedy), unlike OpenAI's 1")
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = None
-    n: int = Field(default=1, ge=1, le=1, description="only 1 choice is supported")
+    seed: Seed | None = None
+    n: Int = Field(default=1, ge=1, le=1, description="only 1 choice is supported")
     stream: bool = False
     chunkcache: ChunkcacheOptions = Field(default_factory=ChunkcacheOptions)
+
+    @model_validator(mode="after")
+    def _has_question(self) -> "ChatRequest":
+        if last_user_text(self.messages) is None:
+            raise ValueError("messages: no message with role 'user' and non-blank content; "
+                             "the last such message is the question")
+        return self
 
 
 class AssistantMessage(BaseModel):
@@ -88,3 +116,5 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+

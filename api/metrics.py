@@ -5,7 +5,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from chunkcache.types import Answer
+from chunkcache.api.answers import Served
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -39,7 +39,11 @@ class StoreCollector:
         ratio.add_metric(["all"], stats.hits / lookups if lookups else 0.0)
         corrupt = CounterMetricFamily("chunkcache_cache_corrupt_entries", "stored entries that failed their checks")
         corrupt.add_metric([], stats.corrupt)
-        yield from (ratio, hits, misses, entries, size, evictions, corrupt)
+        failures = CounterMetricFamily("chunkcache_cache_write_failures", "KV store writes or deletes that failed (the answer went on)")
+        failures.add_metric([], stats.write_failures)
+        no_space = CounterMetricFamily("chunkcache_cache_no_space_failures", "KV store writes that failed because the disk was full")
+        no_space.add_metric([], stats.no_space_failures)
+        yield from (ratio, hits, misses, entries, size, evictions, corrupt, failures, no_space)
 
 
 class ServiceMetrics:
@@ -57,6 +61,7 @@ class ServiceMetrics:
         self.recompute_ratio = Histogram("chunkcache_recomputed_token_ratio", "per answer: recomputed / context tokens", ["mode"],
                                          buckets=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0), registry=r)
         self.passages = Counter("chunkcache_passages", "passages of answers by KV cache outcome", ["result"], registry=r)
+        self.not_stored = Counter("chunkcache_passages_not_stored", "passages whose computed KV could not be stored", registry=r)
         self.generated_tokens = Counter("chunkcache_generated_tokens", "tokens generated", registry=r)
         depth = Gauge("chunkcache_queue_depth", "model requests waiting for a worker", registry=r)
         depth.set_function(queue_depth)
@@ -64,7 +69,8 @@ class ServiceMetrics:
         busy.set_function(queue_busy)
         r.register(StoreCollector(store_stats))
 
-    def observe_answer(self, answer: Answer) -> None:
+    def observe_answer(self, result: Served) -> None:
+        answer = result.answer
         self.ttft.labels(answer.mode).observe(answer.ttft_s)
         self.context_tokens.labels(answer.mode).inc(answer.context_tokens)
         self.recomputed_tokens.labels(answer.mode).inc(answer.recomputed_tokens)
@@ -73,6 +79,8 @@ class ServiceMetrics:
         hits = answer.cache_hits
         self.passages.labels("hit").inc(hits)
         self.passages.labels("miss").inc(len(answer.passages) - hits)
+        if not result.kv_stored:
+            self.not_stored.inc(len(answer.passages) - hits)
         self.generated_tokens.inc(answer.generated_tokens)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

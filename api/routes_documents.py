@@ -9,7 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from chunkcache.api.errors import ApiError, invalid
 from chunkcache.api.ingest import load_documents
+from chunkcache.api.json_body import JsonRoute
+from chunkcache.api.openapi import errors
 from chunkcache.api.schemas import (
+    DocumentBatch,
     DocumentDeleted,
     DocumentIn,
     DocumentInfoOut,
@@ -21,7 +24,6 @@ from chunkcache.api.schemas import (
 from chunkcache.api.services import Services
 from chunkcache.errors import NotFoundError
 
-MAX_DOCUMENTS_PER_REQUEST = 1000
 T = TypeVar("T")
 
 
@@ -38,17 +40,21 @@ def known(fn: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def documents_router(s: Services) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["documents"])
+    router = APIRouter(prefix="/v1", tags=["documents"], route_class=JsonRoute)
     timeout = s.config.request_timeout_s
 
-    @router.post("/documents", status_code=201, response_model=DocumentsAdded, summary="Add or replace documents")
-    async def add_documents(body: Annotated[DocumentIn | list[DocumentIn], Body()]) -> DocumentsAdded:
+    async def write(fn: Callable[[], T]) -> T:
+        """A write on the write lane: a write that started is finished, never abandoned at the
+        timeout, so a 2xx means done and an error means not done (safe to retry)."""
+        return await s.writes.run(lambda _: fn(), timeout, finish_started=True)
+
+    @router.post("/documents", status_code=201, response_model=DocumentsAdded, summary="Add or replace documents",
+                 responses=errors(503, 504, 507))
+    async def add_documents(body: Annotated[DocumentIn | DocumentBatch, Body()]) -> DocumentsAdded:
         docs = body if isinstance(body, list) else [body]
-        if not 1 <= len(docs) <= MAX_DOCUMENTS_PER_REQUEST:
-            raise invalid(f"send 1 to {MAX_DOCUMENTS_PER_REQUEST} documents per request, got {len(docs)}")
-        payload = [d.model_dump() for d in docs]
-        # Embedding is model work: it waits its turn on the bounded queue like an answer does.
-        ids = await s.queue.run(lambda _: s.cache.add_documents(payload), timeout)
+        # Re-adding an id replaces the document, within one batch too: the last one wins.
+        payload = list({d.id: d.model_dump() for d in docs}.values())
+        ids = await write(lambda: s.cache.add_documents(payload))
         return DocumentsAdded(ids=ids, count=len(ids))
 
     @router.get("/documents", response_model=DocumentList, summary="List documents (id order, without text)")
@@ -60,29 +66,30 @@ def documents_router(s: Services) -> APIRouter:
             limit=limit,
         )
 
-    @router.get("/documents/{doc_id:path}", response_model=DocumentOut, summary="Get one document with its text")
+    @router.get("/documents/{doc_id:path}", response_model=DocumentOut, summary="Get one document with its text", responses=errors(404))
     async def get_document(doc_id: str) -> DocumentOut:
         doc = await run_in_threadpool(known(s.cache.get_document), doc_id)
         return DocumentOut(id=doc.id, title=doc.title, text=doc.text, metadata=doc.metadata)
 
-    @router.delete("/documents/{doc_id:path}", response_model=DocumentDeleted, summary="Delete a document and the KV only it used")
+    @router.delete("/documents/{doc_id:path}", response_model=DocumentDeleted, summary="Delete a document and the KV only it used",
+                   responses=errors(404, 503, 504, 507))
     async def delete_document(doc_id: str) -> DocumentDeleted:
-        freed = await run_in_threadpool(known(s.cache.delete_document), doc_id)
+        freed = await write(lambda: known(s.cache.delete_document)(doc_id))
         return DocumentDeleted(id=doc_id, freed_chunks=len(freed))
 
     if s.config.ingest_root is not None:
         root = Path(s.config.ingest_root)
 
-        @router.post("/ingest", status_code=201, response_model=DocumentsAdded,
+        @router.post("/ingest", status_code=201, response_model=DocumentsAdded, responses=errors(404, 503, 504, 507),
                      summary="Add .txt/.md/.jsonl files or folders from under the server's ingest root")
         async def ingest(body: IngestRequest) -> DocumentsAdded:
-            def work(_):
+            def work():
                 docs = load_documents(root, body.paths)
                 if not docs:
                     raise invalid(f"no .txt, .md or .jsonl files under {body.paths}")
                 return s.cache.add_documents(docs)
 
-            ids = await s.queue.run(work, timeout)
+            ids = await write(work)
             return DocumentsAdded(ids=ids, count=len(ids))
 
     return router

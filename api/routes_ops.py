@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from chunkcache.api.errors import ApiError
 from chunkcache.api.jobs import JobStatus
 from chunkcache.api.metrics import CONTENT_TYPE
+from chunkcache.api.openapi import errors
 from chunkcache.api.schemas import Health, JobOut, QueueStatsOut, Readiness, StatsResponse, StoreStatsOut, TierStatsOut
 from chunkcache.api.services import Services
 
@@ -29,9 +30,9 @@ def ops_router(s: Services) -> APIRouter:
     async def healthz() -> Health:
         return Health(status="ok")
 
-    @router.get("/readyz", response_model=Readiness, summary="Readiness: model loaded and workers running (no auth)")
+    @router.get("/readyz", response_model=Readiness, summary="Readiness: model loaded and workers running (no auth)", responses=errors(503))
     async def readyz() -> Readiness:
-        if not s.queue.alive:
+        if not (s.queue.alive and s.writes.alive):
             raise ApiError(503, "not_ready", "the model workers are not running (starting up or shutting down)")
         return Readiness(status="ready", model=s.model_name, workers_alive=True)
 
@@ -46,14 +47,15 @@ def ops_router(s: Services) -> APIRouter:
     async def metrics() -> Response:
         return Response(await run_in_threadpool(s.metrics.render), media_type=CONTENT_TYPE)
 
-    @router.post("/v1/warm", status_code=202, response_model=JobOut, summary="Start precomputing the KV of every indexed chunk")
+    @router.post("/v1/warm", status_code=202, response_model=JobOut, summary="Start precomputing the KV of every indexed chunk",
+                 responses=errors(409))
     async def warm() -> JobOut:
         def fn(progress, _cancellation) -> dict:
             return {"computed": s.cache.warm_corpus(on_progress=progress)}
 
         return job_out(s.jobs.start("warm", fn))
 
-    @router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="A background job's status and progress")
+    @router.get("/v1/jobs/{job_id}", response_model=JobOut, summary="A background job's status and progress", responses=errors(404))
     async def job(job_id: str) -> JobOut:
         return job_out(s.jobs.get(job_id))
 

@@ -1,4 +1,4 @@
-"""What the routes of one app share: the facade, the settings, the model queue, jobs, metrics."""
+"""What the routes of one app share: the facade, the settings, the model queues, jobs, metrics."""
 
 from dataclasses import dataclass
 
@@ -13,7 +13,8 @@ from chunkcache.facade import ChunkCache
 class Services:
     cache: ChunkCache
     config: ServiceConfig
-    queue: ModelQueue
+    queue: ModelQueue  # answers: generation work
+    writes: ModelQueue  # document writes (embedding, index): their own lane, so queries cannot starve them
     jobs: JobRunner
     metrics: ServiceMetrics
     model_name: str

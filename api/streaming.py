@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chunkcache.api.errors import ApiError, from_exception
+from chunkcache.api.answers import Served
+from chunkcache.api.errors import ApiError, from_exception, log_failure
 from chunkcache.api.work_queue import Cancellation, ModelQueue
-from chunkcache.types import Answer
 
 DONE = "data: [DONE]\n\n"
 log = logging.getLogger(__name__)
@@ -36,13 +36,15 @@ class Failed:
     error: ApiError
 
 
-Event = Token | Answer | Failed
+Event = Token | Served | Failed
 
 
 class ModelStream:
-    """Runs `fn(cancellation, on_token) -> Answer` on the model queue and yields its events."""
+    """Runs `fn(cancellation, on_token) -> Served` on the model queue and yields its events."""
 
-    def __init__(self, queue: ModelQueue, fn: Callable[[Cancellation, Callable[[str], None]], Answer], timeout_s: float):
+    def __init__(self, queue: ModelQueue, fn: Callable[[Cancellation, Callable[[str], None]], Served], timeout_s: float,
+                 request_id: str | None = None):
+        self.request_id = request_id
         self._queue = queue
         self._fn = fn
         self._timeout_s = timeout_s
@@ -57,7 +59,7 @@ class ModelStream:
         events = self._events
         fn = self._fn
 
-        def work(cancellation: Cancellation) -> Answer:
+        def work(cancellation: Cancellation) -> Served:
             def on_token(piece: str) -> None:
                 cancellation.check()
                 loop.call_soon_threadsafe(events.put_nowait, Token(piece))
@@ -74,7 +76,7 @@ class ModelStream:
         self._first = first
 
     async def events(self) -> AsyncIterator[Event]:
-        """The first event, every later token, then the Answer (or a Failed)."""
+        """The first event, every later token, then the Served answer (or a Failed)."""
         assert self._first is not None, "open() first"
         try:
             event = self._first
@@ -101,6 +103,6 @@ class ModelStream:
         if item.exception() is not None:
             error = from_exception(item.exception())
             if error.status >= 500:
-                log.error("streamed request failed: %s", error.message, exc_info=item.exception())
+                log_failure(self.request_id, "streamed answer", item.exception())
             return Failed(error)
         return item.result()

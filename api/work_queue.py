@@ -5,6 +5,10 @@ worker thread, and the result comes back on the loop's future. When `capacity` i
 wait, `submit` refuses at once (the route answers 503) instead of letting work pile up. A
 request that times out or whose client left is cancelled: a waiting item is skipped, a running
 one stops at its next `Cancellation.check()` (the answer routes check on every token).
+
+Writes (`run(..., finish_started=True)`) are never abandoned half-way: at the timeout a write
+that has not started is withdrawn (504, nothing done, safe to retry); one that has started is
+waited for, so its status tells the truth about what happened.
 """
 
 import asyncio
@@ -29,9 +33,27 @@ class Cancelled(Exception):
 @dataclass
 class Cancellation:
     event: threading.Event = field(default_factory=threading.Event)
+    _started: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel(self) -> None:
         self.event.set()
+
+    def start(self) -> bool:
+        """The worker claims the item; False if it was cancelled first (then it must not run)."""
+        with self._lock:
+            if self.event.is_set():
+                return False
+            self._started = True
+            return True
+
+    def withdraw(self) -> bool:
+        """Cancel the item if no worker has started it; True if it will never run."""
+        with self._lock:
+            if self._started:
+                return False
+            self.event.set()
+            return True
 
     @property
     def cancelled(self) -> bool:
@@ -111,17 +133,27 @@ class ModelQueue:
         return max(1, math.ceil(self._service_s * (self.depth + 1) / self.workers))
 
     # -- submitting ---------------------------------------------------------------------------
-    async def run(self, fn: Callable[[Cancellation], Any], timeout_s: float) -> Any:
-        """Run fn(cancellation) on a worker; 503 when full, 504 after timeout_s."""
+    async def run(self, fn: Callable[[Cancellation], Any], timeout_s: float, finish_started: bool = False) -> Any:
+        """Run fn(cancellation) on a worker; 503 when full, 504 after timeout_s.
+
+        finish_started: for writes. At the timeout, work not yet started is withdrawn (504 saying
+        nothing was done); work already running is waited for and its outcome returned.
+        """
         future, cancellation = self.submit(fn)
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
-            cancellation.cancel()
-            raise ApiError(504, "timeout", f"the request took longer than the server's limit of {timeout_s:g} s; "
-                                           "retry later or ask for fewer max_new_tokens") from None
+            if not finish_started:
+                cancellation.cancel()
+                raise ApiError(504, "timeout", f"the request took longer than the server's limit of {timeout_s:g} s; "
+                                               "retry later or ask for fewer max_new_tokens") from None
+            if cancellation.withdraw():
+                raise ApiError(504, "timeout", f"the request waited longer than the server's limit of {timeout_s:g} s "
+                                               "for a worker and was not carried out; it is safe to retry") from None
+            return await future  # running: a write finishes, and says how it went
         except asyncio.CancelledError:
-            cancellation.cancel()
+            if not finish_started:
+                cancellation.cancel()
             raise
 
     def submit(self, fn: Callable[[Cancellation], Any]) -> tuple[asyncio.Future, Cancellation]:
@@ -147,7 +179,8 @@ class ModelQueue:
             item = self._queue.get()
             if item is _STOP:
                 return
-            if item.cancellation.cancelled or item.future.done():
+            if item.future.done() or not item.cancellation.start():
+                _settle(item, None, None)  # withdrawn or abandoned while waiting: never runs
                 continue
             if self._on_wait is not None:
                 self._on_wait(time.perf_counter() - item.enqueued)

@@ -105,7 +105,9 @@ class ChunkCache:
         missing = [i for i, kv in enumerate(found) if kv is None]
         if missing:
             computed = compute_chunks(self.engine, self.prefix, [chunk_ids[i] for i in missing])
-            self.store.put_many((keys[i], kv) for i, kv in zip(missing, computed))
+            # The store is an optimisation: a failed write (disk full) is logged, counted and
+            # reported to the caller's store.write_report(); the answer goes on with the KV.
+            self.store.offer_many((keys[i], kv) for i, kv in zip(missing, computed))
             for i, kv in zip(missing, computed):
                 found[i] = kv
         warm_s = time.perf_counter() - t0

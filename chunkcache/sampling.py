@@ -36,10 +36,14 @@ class Sampler:
         p = self.params
         if p.temperature == 0.0:
             return int(logits.argmax())
-        probs = torch.softmax(logits / p.temperature, dim=-1)
+        # float64, shifted so the best logit is 0: a temperature as small as 1e-300 (or a top_p
+        # of 1e-46, below float32's smallest subnormal) must not underflow to 0 and turn the
+        # division into inf/nan. The best token always keeps probability > 0.
+        scaled = (logits.double() - logits.max().double()) / p.temperature  # [V], max 0
+        probs = torch.softmax(scaled, dim=-1)
         if p.top_p < 1.0:
             sorted_probs, order = probs.sort(descending=True)
-            keep = sorted_probs.cumsum(0) - sorted_probs < p.top_p  # always keeps the top token
-            sorted_probs = sorted_probs * keep
-            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+            keep = sorted_probs.cumsum(0) - sorted_probs < p.top_p
+            keep[0] = True  # the top token, whatever rounding says
+            probs = torch.zeros_like(probs).scatter(0, order, sorted_probs * keep)
         return int(torch.multinomial(probs / probs.sum(), 1, generator=self.rng))

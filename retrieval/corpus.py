@@ -17,6 +17,7 @@ thread-safe: callers serialise access (one lock around it is enough).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
@@ -24,7 +25,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError
+from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError
 from chunkcache.retrieval.bm25 import BM25Index, reciprocal_rank_fusion
 from chunkcache.retrieval.chunker import Chunk, ChunkerConfig, Tokenizer, chunk_document
 from chunkcache.retrieval.docstore import ChangeSet, DocStore, StoredChunk, content_digest
@@ -39,6 +40,8 @@ from chunkcache.retrieval.documents import (
 )
 from chunkcache.retrieval.embedder import Embedder
 from chunkcache.retrieval.index import IndexConfig, VectorIndex
+
+log = logging.getLogger(__name__)
 
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
 ORDERS = ("score", "document")
@@ -216,14 +219,26 @@ class Corpus:
                               chunk.digest, chunk.n_tokens)
 
     # ----- lifecycle ---------------------------------------------------------------------
-    def flush(self) -> None:
-        """Write the vector index if it changed since it was last written."""
+    def flush(self) -> bool:
+        """Write the vector index if it changed since it was last written; True if it is on disk.
+
+        The index file is derived from the docstore, whose write already committed the change.
+        So a failed index write (a full disk) is logged, not raised: the change stays made, the
+        index stays dirty for the next flush, and an open that finds a stale file rebuilds it
+        from the stored vectors.
+        """
         self._check_open()
         if not self._dirty:
-            return
-        self._index.save(os.path.join(self.directory, self.INDEX_FILE))
-        self._store.set_meta({"index_generation": self._store.meta().get("generation", 0)})
+            return True
+        try:
+            self._index.save(os.path.join(self.directory, self.INDEX_FILE))
+            self._store.set_meta({"index_generation": self._store.meta().get("generation", 0)})
+        except StorageError as exc:
+            log.warning("vector index not saved (the documents are stored; it is rebuilt on the next open "
+                        "or written by the next flush): %s", exc)
+            return False
         self._dirty = False
+        return True
 
     def close(self) -> None:
         if self._closed:

@@ -18,6 +18,7 @@ Sub-databases:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -314,7 +315,22 @@ class _WriteTxn:
                 f"docstore {self._env.path()!r} is full at map_size "
                 f"{self._env.info()['map_size']} bytes; reopen with a larger map_size"
             ) from failure
+        full = _no_space(self._env.path())
+        if full is not None:  # LMDB reports a short write on a full disk as EIO; name the cause
+            raise StorageError(
+                f"docstore {self._env.path()!r} write failed: no space left on device ({full.strerror})"
+            ) from full
         raise StorageError(f"docstore {self._env.path()!r} write failed: {failure}") from failure
+
+
+def _no_space(path: str, slack: int = 1 << 20) -> OSError | None:
+    """OSError(ENOSPC) if the filesystem holding ``path`` has less than ``slack`` bytes free."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    return OSError(errno.ENOSPC, f"{free} bytes free") if free < slack else None
 
 
 def _doc(d: dict[str, Any]) -> StoredDocument:

@@ -6,7 +6,7 @@ from chunkcache.storage.keys import chunk_key
 from chunkcache.storage.latency import LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
-from chunkcache.storage.store import KVStore, StoreConfig, StoreStats
+from chunkcache.storage.store import KVStore, StoreConfig, StoreStats, WriteReport
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
 
@@ -24,6 +24,7 @@ __all__ = [
     "Tier",
     "TierStats",
     "TieredStore",
+    "WriteReport",
     "chunk_key",
     "decode_kv",
     "encode_kv",

@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import lmdb
 
 from chunkcache.errors import ConfigError, StorageError
+from chunkcache.storage.diskspace import no_space
 from chunkcache.storage.eviction import POLICIES, AccessRecord, choose_victims
 from chunkcache.storage.gate import SharedExclusiveLock
 from chunkcache.storage.tier import TierStats, check_key, check_value
@@ -201,6 +202,9 @@ class LmdbTier:
                     except lmdb.MapResizedError:
                         self._set_map_size(0)
                     except lmdb.Error as e:
+                        full = no_space(self.path, need_bytes, e)
+                        if full is not None:  # LMDB says EIO for a short write; name the real cause
+                            raise StorageError(f"LMDB write failed at {self.path!r}: no space left on device: {full.strerror}") from full
                         raise StorageError(f"LMDB write failed at {self.path!r}: {e}") from e
             except BaseException:
                 with self._lock:

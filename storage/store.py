@@ -3,24 +3,33 @@
 Both tiers hold encoded blobs (`storage/codec.py`), so the memory budget buys as many chunks
 as the codec allows and every get verifies the checksum. A corrupt entry is deleted from
 every tier, counted, and reported as a miss: the caller recomputes it.
+
+The store is an optimisation, so a caller that can go on without it writes with `offer_many`:
+a failed write (a full disk, an I/O error) is logged, counted in `StoreStats.write_failures`
+and noted in the calling thread's `write_report()`, never raised. `put_many` (warm-up, where
+storing is the point) raises StorageError naming the cause. Deletes are best-effort too:
+entries are content-addressed, so one left behind is never served for other content.
 """
 
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
-from chunkcache.errors import ConfigError, CorruptEntryError
+from chunkcache.errors import ConfigError, CorruptEntryError, StorageError
+from chunkcache.storage.diskspace import is_no_space
 from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, encode_kv
 from chunkcache.storage.eviction import POLICIES
 from chunkcache.storage.latency import LatencyRecorder, LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
-from chunkcache.storage.tier import TierStats
+from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
 
 log = logging.getLogger(__name__)
@@ -80,22 +89,40 @@ class StoreStats:
     get_ms: LatencySummary
     encode_ms: LatencySummary
     decode_ms: LatencySummary
+    write_failures: int = 0  # offer_many/delete calls whose write failed (nothing stored/deleted)
+    no_space_failures: int = 0  # of those, failed because the disk was full
+
+
+@dataclass
+class WriteReport:
+    """What `offer_many` could not store in one thread while the report was open."""
+
+    failed_keys: list[bytes] = field(default_factory=list)
+    no_space: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_keys)
 
 
 class KVStore:
     """Stores kv: [layers, 2, kv_heads, tokens, head_dim] under 32-byte keys (`chunk_key`)."""
 
-    def __init__(self, config: StoreConfig) -> None:
+    def __init__(self, config: StoreConfig, tiers: Sequence[Tier] | None = None) -> None:
+        """tiers: fastest first; None builds them from config (memory, then LMDB at config.path)."""
         self.config = config
         self.codec = config.codec_spec
-        tiers = []
-        if config.memory_bytes > 0:
-            tiers.append(MemoryTier(config.memory_bytes))
-        if config.path is not None:
-            tiers.append(LmdbTier(config.path, map_size=config.map_size, max_bytes=config.disk_bytes, eviction=config.eviction))
+        if tiers is None:
+            tiers = []
+            if config.memory_bytes > 0:
+                tiers.append(MemoryTier(config.memory_bytes))
+            if config.path is not None:
+                tiers.append(LmdbTier(config.path, map_size=config.map_size, max_bytes=config.disk_bytes, eviction=config.eviction))
         self._tiers = TieredStore(tiers)
         self._lock = threading.Lock()
         self._hits = self._misses = self._corrupt = 0
+        self._write_failures = self._no_space_failures = 0
+        self._reports = threading.local()
         self._get_ms = LatencyRecorder()
         self._encode_ms = LatencyRecorder()
         self._decode_ms = LatencyRecorder()
@@ -114,7 +141,7 @@ class KVStore:
             except CorruptEntryError as e:
                 corrupt = True
                 log.warning("deleting corrupt KV entry %s: %s", key.hex(), e)
-                self._tiers.delete(key)
+                self.delete(key)
         with self._lock:
             self._corrupt += corrupt
             if kv is None:
@@ -125,27 +152,76 @@ class KVStore:
         return kv
 
     def put(self, key: bytes, kv: torch.Tensor) -> None:
-        self._tiers.put(key, self._encode(kv))
+        self.put_many([(key, kv)])
 
     def put_many(self, items: Iterable[tuple[bytes, torch.Tensor]]) -> None:
-        """Encode every item, then write them in one LMDB transaction."""
-        self._tiers.put_many([(key, self._encode(kv)) for key, kv in items])
+        """Encode every item, then write them in one LMDB transaction; StorageError if it fails."""
+        batch = [(key, self._encode(kv)) for key, kv in items]
+        try:
+            self._tiers.put_many(batch)
+        except OSError as e:  # a tier that writes files directly
+            raise StorageError(f"KV store write of {len(batch)} entries failed: {e.strerror or e}") from e
+
+    def offer_many(self, items: Iterable[tuple[bytes, torch.Tensor]]) -> bool:
+        """put_many that never raises a write failure: True if stored; else logged, counted, reported.
+
+        All items are written in one transaction, so they are stored together or not at all.
+        """
+        batch = list(items)
+        try:
+            self.put_many(batch)
+            return True
+        except StorageError as e:
+            self._write_failed([key for key, _ in batch], e, f"not caching {len(batch)} computed chunk(s)")
+            return False
 
     def contains(self, key: bytes) -> bool:
         return self._tiers.contains(key)
 
     def delete(self, key: bytes) -> bool:
-        return self._tiers.delete(key)
+        """True if an entry was removed; a failed delete is logged and counted, the entry stays."""
+        try:
+            return self._tiers.delete(key)
+        except (StorageError, OSError) as e:
+            self._write_failed([key], e, "leaving the KV entry in place")
+            return False
+
+    @contextmanager
+    def write_report(self) -> Iterator[WriteReport]:
+        """Collect the keys that `offer_many` failed to store in this thread until the block ends."""
+        report = WriteReport()
+        outer = getattr(self._reports, "current", None)
+        self._reports.current = report
+        try:
+            yield report
+        finally:
+            self._reports.current = outer
+            if outer is not None:
+                outer.failed_keys.extend(report.failed_keys)
+                outer.no_space = outer.no_space or report.no_space
+
+    def _write_failed(self, keys: list[bytes], error: BaseException, consequence: str) -> None:
+        full = is_no_space(error)
+        log.warning("KV store write failed, %s: %s", consequence, error)
+        with self._lock:
+            self._write_failures += 1
+            self._no_space_failures += full
+        report = getattr(self._reports, "current", None)
+        if report is not None:
+            report.failed_keys.extend(keys)
+            report.no_space = report.no_space or full
 
     def stats(self) -> StoreStats:
         per_tier = self._tiers.tier_stats()
         with self._lock:
             hits, misses, corrupt = self._hits, self._misses, self._corrupt
+            write_failures, no_space_failures = self._write_failures, self._no_space_failures
         return StoreStats(
             tiers=per_tier, hits=hits, misses=misses, corrupt=corrupt,
             entries=per_tier[-1].entries, bytes=per_tier[-1].bytes,
             evictions=sum(s.evictions for s in per_tier),
             get_ms=self._get_ms.summary(), encode_ms=self._encode_ms.summary(), decode_ms=self._decode_ms.summary(),
+            write_failures=write_failures, no_space_failures=no_space_failures,
         )
 
     def close(self) -> None:

@@ -84,3 +84,32 @@ def test_stopped_queue_refuses_work():
         assert err.value.status == 503
 
     run(main())
+
+
+def test_a_started_write_is_finished_not_abandoned_at_the_timeout(queue):
+    def write(cancellation):
+        time.sleep(0.3)
+        return "written"
+
+    async def main():
+        assert await queue.run(write, timeout_s=0.05, finish_started=True) == "written"
+
+    run(main())
+
+
+def test_a_write_still_waiting_at_the_timeout_is_withdrawn_and_never_runs(queue):
+    release, ran = threading.Event(), []
+
+    async def main():
+        blocker = asyncio.ensure_future(queue.run(lambda c: release.wait(5), timeout_s=10))
+        while queue.busy == 0:
+            await asyncio.sleep(0.01)
+        with pytest.raises(ApiError) as err:
+            await queue.run(lambda c: ran.append(1), timeout_s=0.1, finish_started=True)
+        assert err.value.status == 504 and "was not carried out" in err.value.message
+        release.set()
+        await blocker
+        assert await queue.run(lambda c: "after", timeout_s=5) == "after"
+
+    run(main())
+    assert ran == []
