@@ -2,7 +2,7 @@
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from chunkcache.api.errors import ApiError
@@ -49,9 +49,9 @@ def ops_router(s: Services) -> APIRouter:
 
     @router.post("/v1/warm", status_code=202, response_model=JobOut, summary="Start precomputing the KV of every indexed chunk",
                  responses=errors(409))
-    async def warm() -> JobOut:
+    async def warm(verify: bool = Query(False, description="also check every stored entry's checksum and recompute the corrupt ones")) -> JobOut:
         def fn(progress, _cancellation) -> dict:
-            return {"computed": s.cache.warm_corpus(on_progress=progress)}
+            return {"computed": s.cache.warm_corpus(on_progress=progress, verify=verify)}
 
         return job_out(s.jobs.start("warm", fn))
 

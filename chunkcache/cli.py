@@ -170,7 +170,7 @@ def cmd_ingest(args) -> int:
         ids = cache.add_documents(docs, progress=not args.quiet)
         print(f"ingested {len(ids)} documents; the corpus holds {len(cache.corpus)} documents in {cache.corpus.num_chunks} chunks")
         if args.warm:
-            computed = cache.warm_corpus(progress=not args.quiet)
+            computed = cache.warm_corpus(progress=not args.quiet, verify=args.verify)
             print(f"warmed {computed} chunk caches")
     finally:
         cache.close()
@@ -180,7 +180,7 @@ def cmd_ingest(args) -> int:
 def cmd_warm(args) -> int:
     cache = _build_cache(args)
     try:
-        computed = cache.warm_corpus(progress=not args.quiet)
+        computed = cache.warm_corpus(progress=not args.quiet, verify=args.verify)
         print(f"warmed {computed} chunk caches ({cache.corpus.num_chunks} indexed chunks; the rest were stored already)")
     finally:
         cache.close()
@@ -202,12 +202,27 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _api_key(args) -> str | None:
+    """The key from --api-key-file, else --api-key (with a warning: it shows in `ps`), else None
+    (ServiceConfig.from_env then reads CHUNKCACHE_API_KEY)."""
+    if args.api_key_file is not None:
+        try:
+            return Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ChunkCacheError(f"cannot read --api-key-file {args.api_key_file}: {e.strerror}") from e
+    if args.api_key is not None:
+        print("warning: --api-key is visible to every user of this machine in the process list; "
+              "prefer CHUNKCACHE_API_KEY or --api-key-file", file=sys.stderr)
+    return args.api_key
+
+
 def cmd_serve(args) -> int:
     from chunkcache.api.server import serve
     from chunkcache.api.settings import ServiceConfig
 
+    api_key = _api_key(args)
     overrides = {k: v for k, v in {
-        "host": args.host, "port": args.port, "api_key": args.api_key, "queue_size": args.queue_size,
+        "host": args.host, "port": args.port, "api_key": api_key, "queue_size": args.queue_size,
         "workers": args.workers, "request_timeout_s": args.request_timeout, "ingest_root": args.ingest_root,
     }.items() if v is not None}
     service = ServiceConfig.from_env(**overrides)
@@ -272,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("warm", help="precompute the KV cache of every indexed chunk (resumable)",
                        description="Compute and store the KV cache of every indexed chunk that is not stored yet. Work is committed "
                        "in batches: an interrupted warm-up keeps what it finished and a rerun resumes.")
+    p.add_argument("--verify", action="store_true",
+                   help="also check the checksum of every stored entry and recompute the corrupt ones (default: trust that an entry exists)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)
     p.set_defaults(func=cmd_warm)
@@ -294,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "also come from CHUNKCACHE_<SETTING> environment variables (e.g. CHUNKCACHE_API_KEY); flags win.")
     p.add_argument("--host", default=None, help="interface to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: 8000)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but health (or set CHUNKCACHE_API_KEY)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but health; shows in the process list, so prefer "
+                        "CHUNKCACHE_API_KEY or --api-key-file")
+    p.add_argument("--api-key-file", default=None, help="read the API key from this file (first line, stripped)")
     p.add_argument("--queue-size", type=int, default=None, help="model requests allowed to wait; one more gets 503 (default: 8)")
     p.add_argument("--workers", type=int, default=None, help="model worker threads (default: 1)")
     p.add_argument("--request-timeout", type=float, default=None, help="seconds before a request gets 504 (default: 120)")

@@ -68,17 +68,18 @@ class ChunkCache:
         return chunk_key(self.generator.fingerprint, self.prompt.prefix_digest, ids, self._codec_tag)
 
     def warm(self, passages: Iterable, progress: bool = False, desc: str = "warm-up",
-             on_progress: Callable[[int, int], None] | None = None) -> int:
+             on_progress: Callable[[int, int], None] | None = None, verify: bool = False) -> int:
         """Precompute and store the KV of every passage not stored yet; returns how many were computed.
 
         Work is written in batches (one store transaction each), so an interrupted warm-up keeps
-        every finished batch and a rerun resumes where it stopped.
+        every finished batch and a rerun resumes where it stopped. verify: also check every
+        stored entry's checksum, and recompute the corrupt ones (instead of trusting existence).
         """
         items = [self.prompt.passage_ids(as_passage(p)) for p in passages]
         todo: dict[bytes, list[int]] = {}
         for ids in items:
             key = self._key(ids)
-            if key not in todo and not self.store.contains(key):
+            if key not in todo and not (self.store.verify(key) if verify else self.store.contains(key)):
                 todo[key] = ids
         keys = list(todo)
         lengths = [len(todo[k]) for k in keys]
@@ -272,11 +273,12 @@ class ChunkCache:
     def list_documents(self, offset: int = 0, limit: int = 100):
         return self.corpus.list_documents(offset, limit)
 
-    def warm_corpus(self, progress: bool = False, on_progress: Callable[[int, int], None] | None = None) -> int:
-        """Precompute the KV of every indexed chunk not stored yet (resumable); returns how many were computed."""
+    def warm_corpus(self, progress: bool = False, on_progress: Callable[[int, int], None] | None = None, verify: bool = False) -> int:
+        """Precompute the KV of every indexed chunk not stored yet (resumable); returns how many were computed.
+        verify: also recompute entries whose checksum fails."""
         records = list(self.corpus.iter_chunks())
         passages = [Passage(r.text, r.title) for r in records]
-        return self.warm(passages, progress=progress, desc="warm corpus", on_progress=on_progress)
+        return self.warm(passages, progress=progress, desc="warm corpus", on_progress=on_progress, verify=verify)
 
     def retrieve(self, question: str, top_k: int = 5, order: str = "score"):
         """Retrieval alone: the best chunks for `question` (retrieval.ChunkHit list)."""

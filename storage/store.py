@@ -26,6 +26,7 @@ from chunkcache.errors import ConfigError, CorruptEntryError, StorageError
 from chunkcache.storage.diskspace import is_no_space
 from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, encode_kv
 from chunkcache.storage.eviction import POLICIES
+from chunkcache.storage.header import read_header
 from chunkcache.storage.latency import LatencyRecorder, LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
@@ -177,6 +178,22 @@ class KVStore:
 
     def contains(self, key: bytes) -> bool:
         return self._tiers.contains(key)
+
+    def verify(self, key: bytes) -> bool:
+        """True if the entry exists and its header and crc32 check out; a corrupt entry is
+        deleted and counted (as `get` would), so the caller recomputes it. No tensor is decoded."""
+        blob = self._tiers.get(key)
+        if blob is None:
+            return False
+        try:
+            read_header(blob)
+            return True
+        except CorruptEntryError as e:
+            log.warning("deleting corrupt KV entry %s: %s", key.hex(), e)
+            with self._lock:
+                self._corrupt += 1
+            self.delete(key)
+            return False
 
     def delete(self, key: bytes) -> bool:
         """True if an entry was removed; a failed delete is logged and counted, the entry stays."""

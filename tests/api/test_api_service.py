@@ -239,6 +239,14 @@ def test_warm_job_runs_to_completion(client):
     assert job["status"] == "succeeded", job
     assert job["done"] == job["total"] >= 3 and job["result"]["computed"] == job["total"]
     assert "no job with id" in error_of(client.get("/v1/jobs/unknown"), 404)
+    # ?verify=true checks every stored entry's checksum: all are sound, so nothing is recomputed
+    verified = client.post("/v1/warm?verify=true")
+    assert verified.status_code == 202
+    while (job := client.get(f"/v1/jobs/{verified.json()['id']}").json())["status"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "succeeded" and job["result"]["computed"] == 0, job
+    assert client.post("/v1/warm?verify=maybe").status_code in (400, 422)
 
 
 @pytest.fixture(scope="module")

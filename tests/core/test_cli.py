@@ -46,3 +46,20 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     rc = main(["eval", "--data", str(tmp_path / "missing.jsonl"), "--store", str(tmp_path)])
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_api_key_file_wins_and_the_flag_warns(tmp_path, capsys):
+    from chunkcache.cli import _api_key, build_parser
+    from chunkcache.errors import ChunkCacheError
+
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key-from-file\n")
+    args = build_parser().parse_args(["serve", "--api-key-file", str(key_file)])
+    assert _api_key(args) == "s3cret-key-from-file"
+    assert "warning" not in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--api-key", "flag-key-12345"])
+    assert _api_key(args) == "flag-key-12345"
+    assert "process list" in capsys.readouterr().err
+    assert _api_key(build_parser().parse_args(["serve"])) is None
+    with pytest.raises(ChunkCacheError, match="cannot read --api-key-file"):
+        _api_key(build_parser().parse_args(["serve", "--api-key-file", str(tmp_path / "missing")]))

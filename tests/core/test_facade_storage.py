@@ -77,3 +77,19 @@ def _as_passage(text):
     from chunkcache.prompt import Passage
 
     return Passage(text)
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_warm_verify_repairs_corrupt_entries_that_plain_warm_trusts(tmp_path, tiny_model_dir, how):
+    with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir)) as cc:
+        assert cc.warm(PASSAGES) == len(PASSAGES)
+        ref = cc.answer(QUESTION, PASSAGES, mode="reuse", max_new_tokens=6)
+    _mutate_all(tmp_path / "kv", how)
+    with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir)) as cc:
+        assert cc.warm(PASSAGES) == 0  # existence only: the corrupt entries look stored
+        assert cc.warm(PASSAGES, verify=True) == len(PASSAGES)
+        assert cc.stats().corrupt == len(PASSAGES)
+        assert cc.warm(PASSAGES, verify=True) == 0  # repaired entries now verify
+        ans = cc.answer(QUESTION, PASSAGES, mode="reuse", max_new_tokens=6)
+        assert [p.hit for p in ans.passages] == [True] * len(PASSAGES)
+        assert ans.token_ids == ref.token_ids
