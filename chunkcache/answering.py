@@ -17,10 +17,11 @@ import torch
 from chunkcache.blending import budget, chunk_starts_forced
 from chunkcache.chunks import PrefixKV, new_working_kv
 from chunkcache.engine import Engine
-from chunkcache.kernels import dequant_rope, rope_cos_sin
+from chunkcache.kernels import dequant_rope
 from chunkcache.metrics import kl_divergence
 from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh
 from chunkcache.sampling import Sampler
+from chunkcache.storage import Payload
 
 
 @dataclass(frozen=True)
@@ -55,51 +56,67 @@ class Generated:
     teacher_agreement: float | None = None
 
 
-def _place(engine: Engine, kv, start: int, cached: list[torch.Tensor], positions: torch.Tensor) -> None:
+_FLOAT_CODECS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+Cached = torch.Tensor | Payload  # [L, 2, Hkv, n, d] pre-RoPE (computed now), or a stored payload
+
+
+def _place(engine: Engine, kv, start: int, cached: list[Cached], positions: torch.Tensor) -> None:
     """Write each chunk's K (rotated to `positions` [N]) and V into the slots [start, start+N).
 
-    cached: [L, 2, Hkv, n, d] pre-RoPE per chunk. On the CPU the rotation writes straight into
-    the working cache (fp32 angles, no intermediate copies of the whole context).
+    cached: per chunk, a pre-RoPE tensor [L, 2, Hkv, n, d] or a stored `Payload` (int8 / int4 /
+    fp16 / bf16 as stored). One fused call per chunk dequantizes, rotates (fp32 angles) and
+    writes straight into the working cache: the torch reference on the CPU, Triton on CUDA.
     """
     inv_freq, scaling = engine.gen.rope_frequencies(positions)
+    dev = kv.k.device
     a = 0
     for chunk in cached:
-        n = chunk.shape[3]
-        pos, dst = positions[a : a + n], slice(start + a, start + a + n)
-        if chunk.dtype == kv.k.dtype and chunk.device.type == "cpu":
-            cos, sin = rope_cos_sin(pos, inv_freq, scaling)  # [n, d/2] each
-            x1, x2 = chunk[:, 0].chunk(2, dim=-1)  # [L, Hkv, n, d/2]
-            o1, o2 = kv.k[:, :, dst].chunk(2, dim=-1)  # views into the working cache
-            torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
-            torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
-            kv.v[:, :, dst] = chunk[:, 1]
+        if isinstance(chunk, Payload):
+            chunk = chunk.to(dev)
+            n, codec = chunk.tokens, chunk.codec
+            k, k_scale, v, v_scale = chunk.k, chunk.k_scale, chunk.v, chunk.v_scale
         else:
-            k_rot, v = dequant_rope(chunk[:, 0], None, chunk[:, 1], None, pos, inv_freq, scaling, "fp32", kv.k.dtype)
-            kv.k[:, :, dst], kv.v[:, :, dst] = k_rot, v
+            chunk = chunk.to(dev)
+            if chunk.dtype not in _FLOAT_CODECS:
+                chunk = chunk.to(torch.float32)
+            n, codec = chunk.shape[3], _FLOAT_CODECS[chunk.dtype]
+            k, k_scale, v, v_scale = chunk[:, 0], None, chunk[:, 1], None
+        dst = slice(start + a, start + a + n)
+        dequant_rope(k, k_scale, v, v_scale, positions[a : a + n], inv_freq, scaling, codec, kv.k.dtype,
+                     out=(kv.k[:, :, dst], kv.v[:, :, dst]))
         a += n
 
 
-def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[torch.Tensor], capacity: int, ape: bool,
-              stack: bool = True):
-    """Place cached chunk KV ([L, 2, Hkv, n, d] pre-RoPE each) into a new working cache.
+def _stack(cached: list[Cached], device: torch.device) -> torch.Tensor:
+    """The chunks' pre-RoPE K/V as one fp32 tensor [L, 2, Hkv, N, d] on `device` (payloads are
+    dequantized here: only deviation-based selection needs this copy)."""
+    parts = [(c.to(device).decode(torch.float32) if isinstance(c, Payload) else c.to(device, torch.float32)) for c in cached]
+    return torch.cat(parts, dim=3)
 
-    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d] or None when not
+
+def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[Cached], capacity: int, ape: bool,
+              stack: bool = True):
+    """Place cached chunk KV (see `_place`) into a new working cache.
+
+    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d] fp32 or None when not
     `stack`ed (only deviation-based selection needs it), suffix start position).
     """
     p = prefix.length
     lengths = [len(c) for c in req.chunk_ids]
     kv = new_working_kv(engine, prefix, capacity)
+    dev = kv.k.device
     if ape:
-        positions = torch.cat([torch.arange(p, p + n) for n in lengths])
+        positions = torch.cat([torch.arange(p, p + n, device=dev) for n in lengths])
         suffix_start = p + max(lengths)
     else:
-        positions = torch.arange(p, p + sum(lengths))
+        positions = torch.arange(p, p + sum(lengths), device=dev)
         suffix_start = p + sum(lengths)
     slots = kv.reserve(positions)
-    _place(engine, kv, p, [c.to(kv.k.dtype) for c in cached], positions)
+    _place(engine, kv, p, cached, positions)
     if ape:
         kv.ape_slots = (p, p + sum(lengths))
-    stacked = torch.cat(cached, dim=3).to(kv.k.dtype) if stack else None  # [L, 2, Hkv, N, d]
+    stacked = _stack(cached, dev) if stack else None  # [L, 2, Hkv, N, d]
     return kv, slots, stacked, suffix_start
 
 

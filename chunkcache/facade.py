@@ -96,11 +96,13 @@ class ChunkCache:
         bar.close()
         return computed
 
-    def _load_chunks(self, chunk_ids: list[list[int]]) -> tuple[list[torch.Tensor], list[bool], float, float]:
-        """Each chunk's pre-RoPE KV, from the store or computed now. Returns (kvs, hits, lookup_s, warm_s)."""
+    def _load_chunks(self, chunk_ids: list[list[int]]) -> tuple[list, list[bool], float, float]:
+        """Each chunk's KV: a stored `Payload` (undecoded, placed by the fused dequant + RoPE
+        path) or, on a miss, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now.
+        Returns (kvs, hits, lookup_s, warm_s)."""
         t0 = time.perf_counter()
         keys = [self._key(ids) for ids in chunk_ids]
-        found = [self.store.get(k) for k in keys]
+        found = [self.store.get_payload(k) for k in keys]
         lookup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         missing = [i for i, kv in enumerate(found) if kv is None]

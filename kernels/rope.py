@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .available import Impl, choose_impl
-from .checks import FLOAT_DTYPES, check_float, check_tensor
+from .checks import FLOAT_DTYPES, check_float, check_tensor, check_writable
 from .errors import KernelInputError
 from .quant import CODEC_DTYPES, QUANTIZED_CODECS, dequantize_reference
 
@@ -51,12 +51,32 @@ def dequant_rope_reference(
     attention_scaling: float,
     codec: str,
     out_dtype: torch.dtype,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Torch reference of `dequant_rope` (same arguments, no checks)."""
+    """Torch reference of `dequant_rope` (same arguments, no checks).
+
+    With `out`, the rotation of fp32 keys writes straight into it (no rotated temporary)."""
     cos, sin = rope_cos_sin(positions, inv_freq, attention_scaling)
-    k = apply_rope_reference(dequantize_reference(packed_k, k_scale, codec), cos, sin)
-    v = dequantize_reference(packed_v, v_scale, codec)
-    return k.to(out_dtype), v.to(out_dtype)
+    if out is None:
+        k = apply_rope_reference(dequantize_reference(packed_k, k_scale, codec), cos, sin)
+        v = dequantize_reference(packed_v, v_scale, codec)
+        return k.to(out_dtype), v.to(out_dtype)
+    k_out, v_out = out
+    x = packed_k if packed_k.dtype == torch.float32 else dequantize_reference(packed_k, k_scale, codec)
+    if k_out.dtype == torch.float32:
+        x1, x2 = x.chunk(2, dim=-1)  # [L, H, T, d/2] each
+        o1, o2 = k_out.chunk(2, dim=-1)  # views into the destination
+        torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)  # x1 cos - x2 sin
+        torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
+    else:
+        k_out.copy_(apply_rope_reference(x, cos, sin))
+    if codec == "int8" and v_out.dtype == torch.float32:
+        torch.mul(packed_v, v_scale.to(torch.float32), out=v_out)  # one pass, no temporary
+    elif codec in QUANTIZED_CODECS:
+        v_out.copy_(dequantize_reference(packed_v, v_scale, codec))
+    else:
+        v_out.copy_(packed_v)
+    return k_out, v_out
 
 
 def rerotate_reference(
@@ -82,6 +102,7 @@ def dequant_rope(
     out_dtype: torch.dtype,
     *,
     impl: Impl = "auto",
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dequantize one chunk's stored K/V and rotate its keys to their prompt positions.
 
@@ -94,8 +115,11 @@ def dequant_rope(
     inv_freq: [d/2] float32, the model's own (with any rope scaling applied).
     attention_scaling: multiplier on cos and sin (1.0 for plain RoPE; yarn != 1).
     codec: "int8" | "int4" | "fp16" | "bf16" | "fp32".
-    Returns (k_rot, v), each a new contiguous [L, H, T, d] tensor of out_dtype; angles and
-    arithmetic in fp32, one rounding to out_dtype at the end.
+    out: optional destination (k_out, v_out), each [L, H, T, d] of out_dtype on the inputs'
+        device, with equal strides and a unit innermost stride: e.g. the slots
+        `cache.k[:, :, a:b]`, `cache.v[:, :, a:b]` of a working cache [L, H, capacity, d].
+    Returns (k_rot, v): `out`, or two new contiguous [L, H, T, d] tensors of out_dtype; angles
+    and arithmetic in fp32, one rounding to out_dtype at the end.
     """
     if codec not in CODEC_DTYPES:
         raise KernelInputError(f"codec={codec!r}: expected one of {tuple(CODEC_DTYPES)}")
@@ -123,17 +147,32 @@ def dequant_rope(
     scaling = check_float("attention_scaling", attention_scaling)
     if out_dtype not in FLOAT_DTYPES:
         raise KernelInputError(f"out_dtype={out_dtype}: expected one of {FLOAT_DTYPES}")
+    if out is not None:
+        _check_out(out, (L, H, T, d), out_dtype, dev)
 
     args = (packed_k, k_scale, packed_v, v_scale, positions, inv_freq, scaling, codec, out_dtype)
     if choose_impl(impl, dev) == "reference" or packed_k.numel() == 0:
-        return dequant_rope_reference(*args)
+        return dequant_rope_reference(*args, out=out)
     from .rope_triton import launch_rope
 
-    k_out = torch.empty((L, H, T, d), dtype=out_dtype, device=dev)
-    v_out = torch.empty((L, H, T, d), dtype=out_dtype, device=dev)
+    if out is None:
+        out = (torch.empty((L, H, T, d), dtype=out_dtype, device=dev),
+               torch.empty((L, H, T, d), dtype=out_dtype, device=dev))
+    k_out, v_out = out
     launch_rope(packed_k, k_scale, positions, inv_freq, scaling, codec, k_out,
                 packed_v=packed_v, v_scale=v_scale, v_out=v_out)
     return k_out, v_out
+
+
+def _check_out(out: object, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device) -> None:
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise KernelInputError(f"out: expected a (k_out, v_out) tuple, got {type(out).__name__}")
+    k_out, v_out = out
+    for name, t in (("out[0]", k_out), ("out[1]", v_out)):
+        check_tensor(name, t, layout="[L, H, T, d]", shape=shape, dtypes=(dtype,), device=dev)
+        check_writable(name, t)
+    if k_out.stride() != v_out.stride():
+        raise KernelInputError(f"out: k_out strides {k_out.stride()} differ from v_out strides {v_out.stride()}")
 
 
 def rerotate(

@@ -33,6 +33,7 @@ def _dequant_rope_kernel(
     sks_l, sks_h,  # k_scale [L, H, 1, d]
     sv_l, sv_h, sv_t,  # packed_v
     svs_l, svs_h, svs_t,  # v_scale [L, H, T, 1]
+    so_l, so_h, so_t,  # k_out and v_out [L, H, T, d] (same strides), last stride 1
     HALF: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HALF: tl.constexpr,
     CODEC: tl.constexpr, DO_V: tl.constexpr,
 ):
@@ -58,7 +59,7 @@ def _dequant_rope_kernel(
         ks = ks_ptr + l * sks_l + h * sks_h
         x1 = x1 * tl.load(ks + j, mask=j_mask, other=0.0).to(tl.float32)[None, :]
         x2 = x2 * tl.load(ks + j + HALF, mask=j_mask, other=0.0).to(tl.float32)[None, :]
-    o_row = ((l * H + h) * T + t[:, None]) * (2 * HALF)  # outputs: contiguous [L, H, T, d]
+    o_row = l * so_l + h * so_h + t[:, None] * so_t  # outputs may be strided views (cache slots)
     out_ty = ko_ptr.dtype.element_ty
     tl.store(ko_ptr + o_row + j[None, :], (x1 * cos - x2 * sin).to(out_ty), mask=mask)
     tl.store(ko_ptr + o_row + HALF + j[None, :], (x2 * cos + x1 * sin).to(out_ty), mask=mask)
@@ -89,7 +90,7 @@ def launch_rope(
     v_out: torch.Tensor | None = None,
 ) -> None:
     """Write rope(dequant(packed_k)) into k_out [L, H, T, d] and, when packed_v is given,
-    dequant(packed_v) into v_out. Inputs already checked by the launcher."""
+    dequant(packed_v) into v_out (same strides as k_out). Inputs already checked by the launcher."""
     L, H, T, d = k_out.shape
     half = d // 2
     block_half = triton.next_power_of_2(half)
@@ -108,6 +109,7 @@ def launch_rope(
         ks.stride(0), ks.stride(1),
         v.stride(0), v.stride(1), v.stride(2),
         vs.stride(0), vs.stride(1), vs.stride(2),
+        k_out.stride(0), k_out.stride(1), k_out.stride(2),
         HALF=half, BLOCK_T=block_t, BLOCK_HALF=block_half,
         CODEC=_CODEC_IDS[codec], DO_V=do_v,
     )

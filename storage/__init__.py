@@ -1,11 +1,12 @@
 """chunkcache.storage: the tiered store of encoded chunk KV. Moves bytes and tensors only."""
 
-from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, encode_kv
+from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 from chunkcache.storage.header import FORMAT_VERSION, KVHeader, read_header
 from chunkcache.storage.keys import chunk_key
 from chunkcache.storage.latency import LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
+from chunkcache.storage.payload import Payload
 from chunkcache.storage.store import KVStore, StoreConfig, StoreStats, WriteReport
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
@@ -19,6 +20,7 @@ __all__ = [
     "LatencySummary",
     "LmdbTier",
     "MemoryTier",
+    "Payload",
     "StoreConfig",
     "StoreStats",
     "Tier",
@@ -27,6 +29,7 @@ __all__ = [
     "WriteReport",
     "chunk_key",
     "decode_kv",
+    "decode_payload",
     "encode_kv",
     "read_header",
 ]

@@ -12,7 +12,8 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
     int4   q     uint8 [L, 2, H, T, ceil(d/2)], two nibbles a byte (see `storage/quant.py`)
            kscale, vscale as for int8
 
-The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise.
+The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise, and
+`decode_payload` the stored tensors themselves (`storage/payload.py`) for the fused load path.
 Decode cost is mostly the crc32 check (about 4 GB/s: 1.4 ms for a 256-token fp16 chunk of the
 default model, 5.9 MB) and, with zstd, decompression (about 1-1.5 GB/s of output).
 """
@@ -24,6 +25,7 @@ import zstandard
 
 from chunkcache.errors import ConfigError, CorruptEntryError
 from chunkcache.storage import quant
+from chunkcache.storage.payload import FLOAT_CODECS, Payload
 from chunkcache.storage.header import CODEC_IDS, HEADER_SIZE, KVHeader, pack_header, read_header
 
 CODECS = tuple(CODEC_IDS)
@@ -83,6 +85,20 @@ def decode_kv(blob: bytes, dtype: torch.dtype | None = torch.float32) -> torch.T
     dtype=None returns the dtype that was encoded. Raises CorruptEntryError for a wrong magic,
     an unsupported version, a bad checksum, a truncated or over-long blob.
     """
+    header, payload = _read(blob)
+    out_dtype = _TORCH_DTYPES[header.source_dtype] if dtype is None else dtype
+    return payload.decode(out_dtype)
+
+
+def decode_payload(blob: bytes) -> Payload:
+    """header + payload -> the stored tensors as views, not decoded (see `storage/payload.py`).
+
+    Verifies exactly what `decode_kv` verifies and raises the same CorruptEntryError.
+    """
+    return _read(blob)[1]
+
+
+def _read(blob: bytes) -> tuple[KVHeader, Payload]:
     header = read_header(blob)
     expected = payload_size(header.codec, header.shape)
     stored = memoryview(blob)[HEADER_SIZE:]
@@ -98,9 +114,7 @@ def decode_kv(blob: bytes, dtype: torch.dtype | None = torch.float32) -> torch.T
             f"{header.codec} payload for shape {list(header.shape)} should be {expected} bytes, got {len(raw)}"
         )
     # A writable copy: torch.frombuffer on read-only bytes warns, and the copy is ~0.15 ms per 6 MB.
-    kv = _decode_payload(bytearray(raw), header)
-    out_dtype = _TORCH_DTYPES[header.source_dtype] if dtype is None else dtype
-    return kv.to(out_dtype)
+    return header, _payload(bytearray(raw), header)
 
 
 def _check_kv(kv: torch.Tensor) -> None:
@@ -132,22 +146,19 @@ def _encode_payload(kv: torch.Tensor, codec: str) -> bytes:
     )
 
 
-def _decode_payload(raw: bytearray, header: KVHeader) -> torch.Tensor:
-    """raw payload (writable) -> kv [L, 2, H, T, d]; fp16/bf16 keep their dtype, int* give float32."""
+def _payload(raw: bytearray, header: KVHeader) -> Payload:
+    """raw payload (writable) -> Payload whose tensors are views over `raw`."""
     L, two, H, T, d = header.shape
-    if header.codec in ("fp16", "bf16"):
-        dtype = torch.float16 if header.codec == "fp16" else torch.bfloat16
-        return _view(raw, dtype, 0, header.shape)
+    if header.codec in FLOAT_CODECS:
+        return Payload(header.codec, header.shape, _view(raw, FLOAT_CODECS[header.codec], 0, header.shape))
     width = d if header.codec == "int8" else (d + 1) // 2
     nq = L * two * H * T * width
     q = _view(raw, torch.uint8, 0, (L, two, H, T, width))
     kscale = _view(raw, torch.float16, nq, (L, H, 1, d))
     vscale = _view(raw, torch.float16, nq + 2 * L * H * d, (L, H, T, 1))
-    q = q.view(torch.int8) if header.codec == "int8" else quant.unpack_int4(q, d)  # [L, 2, H, T, d] int8
-    out = torch.empty(header.shape, dtype=torch.float32)
-    quant.dequantize_int8(q[:, 0], kscale, out=out[:, 0])
-    quant.dequantize_int8(q[:, 1], vscale, out=out[:, 1])
-    return out
+    if header.codec == "int8":
+        q = q.view(torch.int8)
+    return Payload(header.codec, header.shape, q, kscale, vscale)
 
 
 def _view(raw: bytearray, dtype: torch.dtype, offset: int, shape: tuple[int, ...]) -> torch.Tensor:

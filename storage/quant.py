@@ -91,7 +91,7 @@ def unpack_int4(packed: torch.Tensor, n: int) -> torch.Tensor:
     m = packed.shape[-1]
     if m != (n + 1) // 2:
         raise ValueError(f"unpack_int4: last dim {m} cannot hold n={n} nibbles")
-    u = torch.empty((*packed.shape[:-1], 2 * m), dtype=torch.uint8)  # [..., 2m]
+    u = torch.empty((*packed.shape[:-1], 2 * m), dtype=torch.uint8, device=packed.device)  # [..., 2m]
     torch.bitwise_and(packed, 0x0F, out=u[..., 0::2])
     torch.bitwise_right_shift(packed, 4, out=u[..., 1::2])
     q = u.view(torch.int8).sub_(8)  # nibbles 0..15 -> -8..7

@@ -24,12 +24,13 @@ import torch
 
 from chunkcache.errors import ConfigError, CorruptEntryError, StorageError
 from chunkcache.storage.diskspace import is_no_space
-from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, encode_kv
+from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 from chunkcache.storage.eviction import POLICIES
 from chunkcache.storage.header import read_header
 from chunkcache.storage.latency import LatencyRecorder, LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
+from chunkcache.storage.payload import Payload
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
 
@@ -130,14 +131,23 @@ class KVStore:
 
     def get(self, key: bytes) -> torch.Tensor | None:
         """-> kv [L, 2, H, T, d] float32, or None on a miss or a corrupt entry."""
+        return self._fetch(key, decode_kv)
+
+    def get_payload(self, key: bytes) -> Payload | None:
+        """-> the entry's stored tensors undecoded (int8 / packed int4 / fp16 / bf16 views and
+        fp16 scales, see `Payload`), or None on a miss or a corrupt entry. The checksum is
+        verified and a corrupt entry deleted and counted, exactly as by `get`."""
+        return self._fetch(key, decode_payload)
+
+    def _fetch(self, key: bytes, decode):
         start = time.perf_counter()
         blob = self._tiers.get(key)
-        kv = None
+        out = None
         corrupt = False
         if blob is not None:
             t0 = time.perf_counter()
             try:
-                kv = decode_kv(blob)
+                out = decode(blob)
                 self._decode_ms.record((time.perf_counter() - t0) * 1e3)
             except CorruptEntryError as e:
                 corrupt = True
@@ -145,12 +155,12 @@ class KVStore:
                 self.delete(key)
         with self._lock:
             self._corrupt += corrupt
-            if kv is None:
+            if out is None:
                 self._misses += 1
             else:
                 self._hits += 1
         self._get_ms.record((time.perf_counter() - start) * 1e3)
-        return kv
+        return out
 
     def put(self, key: bytes, kv: torch.Tensor) -> None:
         self.put_many([(key, kv)])

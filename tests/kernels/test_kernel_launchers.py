@@ -71,6 +71,15 @@ REJECTED = {
                     r"attention_scaling: expected a finite float"),
     "codec": (dict(codec="int2"), r"codec='int2': expected one of"),
     "out dtype": (dict(out_dtype=torch.int8), r"out_dtype=torch.int8"),
+    "out not a pair": (dict(out=torch.zeros(L, H, T, D, **F16)), r"out: expected a \(k_out, v_out\) tuple"),
+    "out shape": (dict(out=(torch.zeros(L, H, T + 1, D, **F16),) * 2),
+                  r"out\[0\]: expected shape \[L, H, T, d\] = \(2, 3, 5, 64\), got \(2, 3, 6, 64\)"),
+    "out dtype mismatch": (dict(out=(torch.zeros(L, H, T, D), torch.zeros(L, H, T, D))),
+                           r"out\[0\]: dtype torch.float32, expected one of torch.float16"),
+    "out strides": (dict(out=(torch.zeros(L, H, T, D, **F16), torch.zeros(L, H, 9, D, **F16)[:, :, :T])),
+                    r"out: k_out strides \(960, 320, 64, 1\) differ from v_out strides \(1728, 576, 64, 1\)"),
+    "out aliasing": (dict(out=(torch.zeros(1, 1, 1, D, **F16).expand(L, H, T, D),) * 2),
+                     r"out\[0\]: shape \(2, 3, 5, 64\) with strides \(0, 0, 0, 1\) overlaps itself"),
 }
 
 

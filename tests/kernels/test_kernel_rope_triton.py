@@ -74,3 +74,24 @@ def test_rerotate(dtype, T):
     got = rerotate(k, delta, f, impl="triton")
     assert got.dtype == dtype and got.shape == k.shape
     torch.testing.assert_close(got, rerotate(k, delta, f, impl="reference"), **TOL[dtype])
+
+
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("codec", ["int8", "int4", "fp16", "fp32"])
+@pytest.mark.parametrize("out_dtype", OUT_DTYPES)
+def test_out_writes_into_slots_of_a_working_cache(impl, codec, out_dtype):
+    """out= views [L, H, T, d] of a [L, H, capacity, d] cache: written in place, nothing else touched."""
+    L, H, T, d, cap, at = 2, 3, 21, 64, 40, 9
+    pk, ks, pv, vs = make_chunk(codec, L, H, T, d)
+    pos, f = positions(T), llama_inv_freq(d)
+    want = dequant_rope(pk, ks, pv, vs, pos, f, 1.0, codec, out_dtype, impl="reference")
+    k_cache = torch.full((L, H, cap, d), 7.0, dtype=out_dtype)
+    v_cache = torch.full((L, H, cap, d), 7.0, dtype=out_dtype)
+    out = (k_cache[:, :, at : at + T], v_cache[:, :, at : at + T])
+    got = dequant_rope(pk, ks, pv, vs, pos, f, 1.0, codec, out_dtype, impl=impl, out=out)
+    assert got[0].data_ptr() == out[0].data_ptr()
+    assert_same_values = TOL[out_dtype]
+    torch.testing.assert_close(k_cache[:, :, at : at + T], want[0], **assert_same_values)
+    torch.testing.assert_close(v_cache[:, :, at : at + T], want[1], **assert_same_values)
+    for cache in (k_cache, v_cache):
+        assert (cache[:, :, :at] == 7).all() and (cache[:, :, at + T :] == 7).all()

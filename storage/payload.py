@@ -1,0 +1,68 @@
+"""A stored entry's tensors as the codec wrote them: views over the blob, no fp32 decode.
+
+The query path hands these straight to the fused dequantize + RoPE kernel, which writes the
+working cache; only deviation-based selection asks for the fp32 tensor (`decode`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from chunkcache.storage import quant
+
+FLOAT_CODECS = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One chunk's stored KV in its codec's layout, for kv [L, 2, H, T, d] (keys before RoPE).
+
+    q: [L, 2, H, T, d] float16/bfloat16 (fp16/bf16) or int8 (int8), or [L, 2, H, T, ceil(d/2)]
+    uint8 with two nibbles a byte (int4). k_scale: [L, H, 1, d] fp16 (per key channel),
+    v_scale: [L, H, T, 1] fp16 (per token); None for fp16/bf16.
+    """
+
+    codec: str
+    shape: tuple[int, int, int, int, int]
+    q: torch.Tensor
+    k_scale: torch.Tensor | None = None
+    v_scale: torch.Tensor | None = None
+
+    @property
+    def k(self) -> torch.Tensor:
+        """Stored keys [L, H, T, d or ceil(d/2)] (a strided view)."""
+        return self.q[:, 0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.q[:, 1]
+
+    @property
+    def tokens(self) -> int:
+        return self.shape[3]
+
+    @property
+    def device(self) -> torch.device:
+        return self.q.device
+
+    def to(self, device: torch.device | str) -> "Payload":
+        """The same payload on `device` (itself when already there)."""
+        device = torch.device(device)
+        if self.q.device == device:
+            return self
+
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Payload(self.codec, self.shape, move(self.q), move(self.k_scale), move(self.v_scale))
+
+    def decode(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """-> kv [L, 2, H, T, d] of `dtype` (the codec's dequantization, on the payload's device)."""
+        if self.codec in FLOAT_CODECS:
+            return self.q.to(dtype)
+        d = self.shape[-1]
+        q = self.q if self.codec == "int8" else quant.unpack_int4(self.q, d)  # [L, 2, H, T, d] int8
+        out = torch.empty(self.shape, dtype=torch.float32, device=self.q.device)
+        quant.dequantize_int8(q[:, 0], self.k_scale, out=out[:, 0])
+        quant.dequantize_int8(q[:, 1], self.v_scale, out=out[:, 1])
+        return out.to(dtype)
