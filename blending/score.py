@@ -18,9 +18,9 @@ def context_attention(probs: torch.Tensor, ctx: slice) -> torch.Tensor:
     """
     share = probs[:, :, ctx].to(torch.float32).mean(dim=(0, 1))  # [N]
     total = share.sum()
-    if total <= 0:
-        return torch.full_like(share, 1.0 / max(1, share.numel()))
-    return share / total
+    # No host branch on `total` (a device sync in every scoring layer on a GPU).
+    uniform = torch.full_like(share, 1.0 / max(1, share.numel()))
+    return torch.where(total > 0, share / total.clamp_min(torch.finfo(torch.float32).tiny), uniform)
 
 
 def probe_layers(n_layers: int, start: float) -> range:

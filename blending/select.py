@@ -38,7 +38,7 @@ def adaptive_budget(deviation: torch.Tensor, coverage: float, max_ratio: float) 
     if total <= 0:
         return 0
     share = ordered.cumsum(0) / total  # [T]
-    k = int(torch.searchsorted(share, torch.tensor(coverage, dtype=share.dtype)).item()) + 1
+    k = int(torch.searchsorted(share, torch.tensor(coverage, dtype=share.dtype, device=share.device)).item()) + 1
     return min(k, budget(n, max_ratio), n)
 
 
@@ -51,7 +51,7 @@ def select_tokens(deviation: torch.Tensor, k: int, forced: torch.Tensor | None =
     """
     n = deviation.numel()
     k = max(0, min(k, n))
-    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen = torch.zeros(n, dtype=torch.bool, device=deviation.device)
     if forced is not None and forced.numel():
         chosen[forced] = True
     remaining = k - int(chosen.sum())

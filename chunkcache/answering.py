@@ -45,7 +45,7 @@ class Request:
 @dataclass(frozen=True)
 class Generated:
     token_ids: tuple[int, ...]
-    first_logits: torch.Tensor  # [V]
+    first_logits: torch.Tensor  # [V] float32, on the CPU
     ttft_s: float
     prefill_s: float
     reposition_s: float
@@ -150,13 +150,15 @@ class _Decoder:
         """Logits [V] of the token after `token` (at `position`)."""
         self.taken += 1
         if self.taken <= self.steps and self.done < self.queue.numel():
-            slot = self.kv.reserve(torch.tensor([position], dtype=torch.int64))
+            dev = self.kv.pos.device
+            slot = self.kv.reserve(torch.tensor([position], dtype=torch.int64, device=dev))
             self.tail_slots.append(int(slot[0]))
             self.tail_ids.append(token)
             extra = self.queue[self.done : self.done + self.budget]
             self.done += extra.numel()
             h = refresh(self.engine, self.kv, self.ctx_slots, self.ctx_ids, extra,
-                        torch.tensor(self.tail_slots, dtype=torch.int64), torch.tensor(self.tail_ids, dtype=torch.int64))
+                        torch.tensor(self.tail_slots, dtype=torch.int64, device=dev),
+                        torch.tensor(self.tail_ids, dtype=torch.int64, device=dev))
             return self.engine.gen.logits(h[-1:])[0]
         self.tail_slots.append(self.kv.length)
         self.tail_ids.append(token)
@@ -204,15 +206,16 @@ def generate(
     n = sum(len(c) for c in req.chunk_ids)
     s = len(req.suffix_ids)
     capacity = n + s + req.max_new_tokens
-    suffix = torch.tensor(req.suffix_ids, dtype=torch.int64)
-    ctx = torch.tensor([t for c in req.chunk_ids for t in c], dtype=torch.int64)
+    dev = gen.device
+    suffix = torch.tensor(req.suffix_ids, dtype=torch.int64, device=dev)
+    ctx = torch.tensor([t for c in req.chunk_ids for t in c], dtype=torch.int64, device=dev)
     reposition_s = 0.0
     recomputed = 0
     decoder = None
     t0 = time.perf_counter()
     if req.mode == "full":
         kv = new_working_kv(engine, prefix, capacity)
-        h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s))
+        h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s, device=dev))
         recomputed = n
         next_pos = p + n + s
     else:
@@ -220,8 +223,10 @@ def generate(
         kv, slots, stacked, suffix_start = _assemble(engine, prefix, req, cached, capacity, ape=req.mode == "ape", stack=needs_stack)
         reposition_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        suffix_pos = torch.arange(suffix_start, suffix_start + s)
+        suffix_pos = torch.arange(suffix_start, suffix_start + s, device=dev)
         plan = req.plan
+        if plan is not None and plan.forced is not None:
+            plan = replace(plan, forced=plan.forced.to(dev))
         # Ratio 0 is exactly reuse: no probe, no growth, no repair.
         zero_recompute = plan is None or (
             plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0))
@@ -232,7 +237,7 @@ def generate(
             res = blend(engine, kv, slots, stacked, ctx, suffix, suffix_pos, plan)
             h = res.hidden
             recomputed = round(res.mean_tokens)
-            suffix_slots = torch.arange(kv.length - s, kv.length)
+            suffix_slots = torch.arange(kv.length - s, kv.length, device=dev)
             queue = res.queue
             if req.grow_tolerance is not None:
                 logits, grown = _grow(engine, kv, req, slots, ctx, queue, recomputed, suffix_slots, suffix,
@@ -247,7 +252,8 @@ def generate(
         else:
             h, _ = engine.prefill(kv, suffix, suffix_pos)
         next_pos = suffix_start + s
-    first_logits = gen.logits(h[-1:])[0] if h is not None else grown_logits
+    # On the host: the sampler draws with a CPU generator, and the caller keeps the logits.
+    first_logits = (gen.logits(h[-1:])[0] if h is not None else grown_logits).cpu()
     if decoder is None:
         decoder = _Decoder(engine, kv)
     token = sampler(first_logits)
@@ -267,7 +273,7 @@ def generate(
             break
         logits = decoder.step(tokens[-1], position)
         position += 1
-        token = sampler(logits)
+        token = sampler(logits.cpu())  # the token id goes to the host anyway
         tokens.append(token)
         if on_token is not None:
             on_token(token)

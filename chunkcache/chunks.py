@@ -25,15 +25,17 @@ class PrefixKV:
 
 
 def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
-    kv = WorkingKV(engine.gen.spec, len(prefix_ids), engine.gen.dtype)
-    _, q = engine.prefill(kv, torch.tensor(prefix_ids, dtype=torch.int64), torch.arange(len(prefix_ids)), collect=True, collect_q=True)
+    dev = engine.gen.device
+    kv = WorkingKV(engine.gen.spec, len(prefix_ids), engine.gen.dtype, dev)
+    ids = torch.tensor(prefix_ids, dtype=torch.int64, device=dev)
+    _, q = engine.prefill(kv, ids, torch.arange(len(prefix_ids), device=dev), collect=True, collect_q=True)
     return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone(), q)
 
 
 def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int) -> WorkingKV:
     """A request cache with the prefix already in slots [0, P)."""
-    kv = WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype)
-    slots = kv.reserve(torch.arange(prefix.length))
+    kv = WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype, engine.gen.device)
+    slots = kv.reserve(torch.arange(prefix.length, device=kv.pos.device))
     kv.write_span(0, prefix.k, prefix.v)
     kv.prefix_len, kv.prefix_q = prefix.length, prefix.q
     assert slots.numel() == prefix.length
@@ -52,9 +54,10 @@ def compute_chunks(engine: Engine, prefix: PrefixKV, chunks: list[list[int]]) ->
     p = prefix.length
     lengths = [len(c) for c in chunks]
     kv = new_working_kv(engine, prefix, sum(lengths))
-    ids = torch.tensor([t for c in chunks for t in c], dtype=torch.int64)
-    positions = torch.cat([torch.arange(p, p + n) for n in lengths])
-    segments = torch.cat([torch.full((n,), i + 1, dtype=torch.int64) for i, n in enumerate(lengths)])
+    dev = engine.gen.device
+    ids = torch.tensor([t for c in chunks for t in c], dtype=torch.int64, device=dev)
+    positions = torch.cat([torch.arange(p, p + n, device=dev) for n in lengths])
+    segments = torch.cat([torch.full((n,), i + 1, dtype=torch.int64, device=dev) for i, n in enumerate(lengths)])
     _, pre = engine.prefill(kv, ids, positions, segments, collect=True)
     return [part.contiguous() for part in pre.split(lengths, dim=3)]
 

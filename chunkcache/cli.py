@@ -32,7 +32,18 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
-    from chunkcache.config import DEVIATIONS, BlendConfig
+    from chunkcache.config import DEVICE_PATTERN, DEVICES, DEVIATIONS, DTYPES, BlendConfig, CacheConfig
+
+    def device(text: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"--device takes {' | '.join(DEVICES)} | cuda:N, got {text!r}")
+        return text
+
+    c = CacheConfig.__dataclass_fields__
+    g.add_argument("--device", default=c["device"].default, type=device,
+                   help=f"where the model and the request's tensors run: {' | '.join(DEVICES)} | cuda:N (default: %(default)s)")
+    g.add_argument("--dtype", default=c["dtype"].default, choices=DTYPES,
+                   help="the model's and the working cache's dtype; RoPE angles and logits stay float32 (default: %(default)s)")
 
     d = BlendConfig()  # the one copy of every blending default
     b = p.add_argument_group("blending (defaults are BlendConfig's)")
@@ -108,6 +119,8 @@ def _cache_config(args):
         codec=args.codec,
         zstd_level=args.zstd_level or None,
         persist=not args.memory_only,
+        device=args.device,
+        dtype=args.dtype,
     )
     return config
 

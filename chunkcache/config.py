@@ -1,11 +1,17 @@
 """The one configuration object of a ChunkCache, built once at the edge (CLI, app, caller)."""
 
+import re
 from dataclasses import dataclass, field
 
 from chunkcache.errors import ConfigError
 from chunkcache.prompt import PromptConfig
 
 CODECS = ("fp16", "bf16", "int8", "int4")
+# Where the model and every tensor of a request live ("cuda:N" picks a GPU), and the model's
+# (and working cache's) dtype. RoPE angles, scores and logits stay float32 whatever the dtype.
+DEVICES = ("cpu", "cuda")
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
+DTYPES = ("float32", "bfloat16", "float16")
 # Selections a service may use; "oracle" (true deviation from a full prefill) is a diagnostic
 # that costs more than the full prefill it is compared with, so it is accepted only by eval.
 DEVIATIONS = ("probe", "vattn", "v", "k")
@@ -94,6 +100,8 @@ class CacheConfig:
     store_dir: where the converted model, the KV store and the document index live.
     model: None/"default" (SmolLM2-135M-Instruct), a local HF checkpoint dir, or a .gguf file.
     codec / zstd_level: how chunk KV is stored; memory_bytes / disk_bytes: tier budgets.
+    device: "cpu", "cuda" or "cuda:N"; dtype: one of DTYPES (the model's weights, activations and
+    working cache).
     """
 
     store_dir: str
@@ -110,6 +118,8 @@ class CacheConfig:
     # outgrows the gain (6.1 chunks/s at 512 vs 4.4 at 2048 on 2 cores).
     warm_batch_tokens: int = 512
     max_new_tokens_limit: int = 1024
+    device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self):
         if not isinstance(self.store_dir, str) or not self.store_dir:
@@ -122,3 +132,23 @@ class CacheConfig:
             raise ConfigError(f"memory_bytes must be >= 0 and disk_bytes > 0, got {self.memory_bytes}, {self.disk_bytes}")
         if self.warm_batch_tokens < 1:
             raise ConfigError(f"warm_batch_tokens must be >= 1, got {self.warm_batch_tokens}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {self.device!r} requested but CUDA is not available on this machine "
+                                  "(torch.cuda.is_available() is False); use device='cpu'")
+            index, count = int(self.device.partition(":")[2] or 0), torch.cuda.device_count()
+            if index >= count:
+                raise ConfigError(f"device {self.device!r} requested but this machine has {count} CUDA device(s)")
+
+    @property
+    def torch_dtype(self):
+        """The torch dtype named by `dtype`."""
+        import torch
+
+        return getattr(torch, self.dtype)

@@ -39,7 +39,8 @@ class Engine:
             k_seg = kv.seg[:n] if q_seg is not None else None
             return position_mask(q_pos, kv.pos[:n], q_seg, k_seg, window)
         start, end = kv.ape_slots
-        other = torch.cat((torch.arange(0, start), torch.arange(end, n)))
+        dev = kv.pos.device
+        other = torch.cat((torch.arange(0, start, device=dev), torch.arange(end, n, device=dev)))
         return other, position_mask(q_pos, kv.pos[other], window=window)
 
     def _attend(self, kv: WorkingKV, layer: int, q: torch.Tensor, mask) -> torch.Tensor:
@@ -79,8 +80,8 @@ class Engine:
         else:
             _, counts = torch.unique_consecutive(segments, return_counts=True)
             lengths = counts.tolist()
-        expected = torch.cat([torch.arange(p, p + n) for n in lengths])
-        if not torch.equal(positions.cpu(), expected):
+        expected = torch.cat([torch.arange(p, p + n, device=positions.device) for n in lengths])
+        if not torch.equal(positions, expected):
             return None
         bounds, a = [], p
         for n in lengths:
@@ -161,6 +162,7 @@ class Engine:
     @torch.inference_mode()
     def step(self, kv: WorkingKV, token: int, position: int) -> torch.Tensor:
         """One decode step: returns logits [V] of the token after `token`."""
-        ids = torch.tensor([token], dtype=torch.int64)
-        h, _ = self.prefill(kv, ids, torch.tensor([position], dtype=torch.int64))
+        dev = kv.pos.device
+        ids = torch.tensor([token], dtype=torch.int64, device=dev)
+        h, _ = self.prefill(kv, ids, torch.tensor([position], dtype=torch.int64, device=dev))
         return self.gen.logits(h[-1:])[0]

@@ -44,7 +44,7 @@ class ChunkCache:
         root = Path(config.store_dir)
         root.mkdir(parents=True, exist_ok=True)
         model_dir = resolve_model_dir(config.model, root)
-        hf_model, tokenizer = load_model(model_dir)
+        hf_model, tokenizer = load_model(model_dir, config.torch_dtype, config.device)
         self.model_dir = model_dir
         self.generator = Generator(hf_model, tokenizer, model_fingerprint(hf_model, hf_model.config.to_dict()))
         self.engine = Engine(self.generator, ApeParams(config.blend.ape_temperature, config.blend.ape_scale))

@@ -44,8 +44,10 @@ def _eos_ids(model, tokenizer) -> tuple[int, ...]:
 class Generator:
     """The model's modules, and the per-layer steps of a forward pass.
 
-    Hidden states are [T, D] (one sequence, no batch axis); queries [H, T, d]; keys and values
-    [Hkv, T, d]. Keys come out of `qkv` BEFORE RoPE, so callers may cache them position-free.
+    `device` and `dtype` are the model's: every tensor of a request lives there (RoPE angles
+    and logits stay float32). Hidden states are [T, D] (one sequence, no batch axis); queries
+    [H, T, d]; keys and values [Hkv, T, d]. Keys come out of `qkv` BEFORE RoPE, so callers may
+    cache them position-free.
     """
 
     def __init__(self, model, tokenizer, fingerprint: str):
@@ -74,12 +76,14 @@ class Generator:
             scaling=float(self.layers[0].self_attn.scaling),
             eos_token_ids=_eos_ids(model, tokenizer),
         )
-        self.dtype = next(model.parameters()).dtype
+        first = next(model.parameters())
+        self.dtype = first.dtype
+        self.device = first.device
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin: [T, d] float32 from the model's own rotary module (rope_scaling included)."""
-        probe = torch.empty(0, dtype=torch.float32)
-        cos, sin = self.rotary(probe, positions.to(torch.int64)[None, :])
+        probe = torch.empty(0, dtype=torch.float32, device=self.device)
+        cos, sin = self.rotary(probe, positions.to(self.device, torch.int64)[None, :])
         return cos[0].to(torch.float32), sin[0].to(torch.float32)
 
     def rope_frequencies(self, positions: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -83,8 +83,9 @@ def resolve_model_dir(model: str | None, store_dir: Path) -> Path:
     )
 
 
-def load_model(model_dir: Path, dtype: torch.dtype = torch.float32):
-    """Load (model, tokenizer) from a local directory, refusing unsupported architectures."""
+def load_model(model_dir: Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+    """Load (model, tokenizer) from a local directory onto `device` in `dtype`, refusing
+    unsupported architectures."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -102,7 +103,7 @@ def load_model(model_dir: Path, dtype: torch.dtype = torch.float32):
     except Exception as exc:
         raise ModelLoadError(f"cannot load the model in {model_dir}: {exc}") from exc
     model.eval().requires_grad_(False)
-    return model, tokenizer
+    return model.to(device), tokenizer
 
 
 def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
@@ -115,7 +116,7 @@ def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
             flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)].to(torch.float32).contiguous()
+            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous()
             h.update(name.encode())
             h.update(str(tuple(p.shape)).encode())
             h.update(sample.numpy().tobytes())

@@ -89,7 +89,7 @@ def probe(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_ids: to
     cos, sin = gen.rope(suffix_pos)
     mask = position_mask(suffix_pos, kv.pos[: kv.length])
     scoring = probe_layers(gen.spec.n_layers, start)
-    scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32)
+    scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32, device=kv.pos.device)
     h = gen.embed(suffix_ids)
     for layer in range(scoring.stop):
         q, k, v = gen.qkv(layer, h)
@@ -118,13 +118,14 @@ def oracle_scores(engine: Engine, kv: WorkingKV, ctx_ids: torch.Tensor, suffix_i
     gen = engine.gen
     n, s = ctx_ids.numel(), suffix_ids.numel()
     p = kv.length
-    pos = torch.arange(p, p + n + s)
+    dev = kv.pos.device
+    pos = torch.arange(p, p + n + s, device=dev)
     slots = kv.reserve(pos)
     cos, sin = gen.rope(pos)
     mask = position_mask(pos, kv.pos[: kv.length])
     ctx = slice(p, p + n)
     h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
-    scores = torch.zeros(n, dtype=torch.float32)
+    scores = torch.zeros(n, dtype=torch.float32, device=dev)
     for layer in range(gen.spec.n_layers):
         q, k, v = gen.qkv(layer, h)
         kv.write(layer, slots, apply_rope(k, cos, sin), v)
@@ -182,8 +183,9 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
         budgets = [budget(n, plan.ratio)] * (n_layers - narrow_at)
     n_forced = 0 if plan.forced is None else plan.forced.numel()
     order = None
-    selected = torch.arange(n)
-    active = torch.arange(n + s)
+    dev = kv.pos.device
+    selected = torch.arange(n, device=dev)
+    active = torch.arange(n + s, device=dev)
     mask = position_mask(pos, kv.pos[: kv.length])  # rebuilt whenever the active set changes
     h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
 
@@ -194,7 +196,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
             k0 = adaptive_budget(scores, plan.adaptive_coverage, plan.ratio)
         order = rank_tokens(smooth_within(scores, lengths, plan.span_window), plan.forced)
         selected = order[: max(k0, n_forced)].sort().values
-        keep = torch.cat((selected, torch.arange(n, n + s)))
+        keep = torch.cat((selected, torch.arange(n, n + s, device=dev)))
         h, active = h[keep], keep
         mask = position_mask(pos[active], kv.pos[: kv.length])
 
@@ -224,12 +226,12 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
                     share[plan.forced] = float("inf")
                 local = share[selected].topk(max(nxt, min(n_forced, selected.numel()))).indices.sort().values
                 selected = selected[local]
-                keep = torch.cat((local, torch.arange(h.shape[0] - s, h.shape[0])))
+                keep = torch.cat((local, torch.arange(h.shape[0] - s, h.shape[0], device=dev)))
                 h, active = h[keep], active[keep]
                 mask = position_mask(pos[active], kv.pos[: kv.length])
     if order is None:  # narrow_at == n_layers: every token ran through every layer
-        order = torch.arange(n)
-    done = torch.zeros(n, dtype=torch.bool)
+        order = torch.arange(n, device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
     done[selected] = True
     queue = torch.cat((order[~done[order]], order[done[order]]))
     mean_tokens = sum(per_layer) / len(per_layer) if per_layer else float(n)

@@ -16,7 +16,8 @@ def scatter_rows_reference(cache: torch.Tensor, rows: torch.Tensor, index: torch
 
 
 def scatter_rows(
-    cache: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, *, impl: Impl = "auto"
+    cache: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, *, impl: Impl = "auto",
+    check_index: bool = True,
 ) -> None:
     """cache[..., index[m], :] = rows[..., m, :], in place.
 
@@ -25,7 +26,8 @@ def scatter_rows(
         `[L, 2, H, N, d]`), the last dim must have stride 1.
     index: [M] int64 token indices, unique, each in [0, N).
     The bounds and uniqueness check reads index on the host (one sync on CUDA): a bad index
-    would otherwise write outside the cache or race.
+    would otherwise write outside the cache or race. check_index=False skips it, for callers
+    whose index is unique and in range by construction (no host sync).
     """
     if not isinstance(cache, torch.Tensor) or cache.dim() not in (3, 4):
         got = tuple(cache.shape) if isinstance(cache, torch.Tensor) else type(cache).__name__
@@ -41,13 +43,8 @@ def scatter_rows(
     check_tensor("index", index, layout="[M]", shape=(M,), dtypes=(torch.int64,), device=dev)
     if M == 0:
         return
-    ordered = index.sort().values  # [M]; min, max and duplicates in one host read
-    dup = (ordered[1:] == ordered[:-1]).sum()
-    lo, hi, dups = torch.stack((ordered[0], ordered[-1], dup)).tolist()
-    if lo < 0 or hi >= N:
-        raise KernelInputError(f"index: values in [{lo}, {hi}], the cache has N={N} tokens")
-    if dups:
-        raise KernelInputError(f"index: {dups} duplicate token indices among M={M}")
+    if check_index:
+        _check_index(index, N)
 
     if choose_impl(impl, dev) == "reference":
         scatter_rows_reference(cache, rows, index)
@@ -55,3 +52,14 @@ def scatter_rows(
     from .scatter_triton import launch_scatter_rows
 
     launch_scatter_rows(cache, rows, index)
+
+
+def _check_index(index: torch.Tensor, N: int) -> None:
+    M = index.numel()
+    ordered = index.sort().values  # [M]; min, max and duplicates in one host read
+    dup = (ordered[1:] == ordered[:-1]).sum()
+    lo, hi, dups = torch.stack((ordered[0], ordered[-1], dup)).tolist()
+    if lo < 0 or hi >= N:
+        raise KernelInputError(f"index: values in [{lo}, {hi}], the cache has N={N} tokens")
+    if dups:
+        raise KernelInputError(f"index: {dups} duplicate token indices among M={M}")
