@@ -7,7 +7,8 @@ What one timed run covers, per op:
 - scatter_rows: CacheBlend's overwrite, K and V of every layer: 2L calls of
   ceil(0.15 N) rows into [H, N, d].
 - token_deviation: one call at the check layer, [H, N, d].
-The reference runs on any device; Triton is timed too on CUDA when it imports.
+The reference runs on any device; Triton is timed too on CUDA when it imports (device="auto"
+picks the GPU when there is one).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _chunk_inputs(codec: str, L: int, H: int, T: int, d: int, dev: torch.device)
 
 
 def run_kernel_bench(
-    device: str = "cpu",
+    device: str = "auto",
     layers: int = 30,
     heads: int = 3,
     head_dim: int = 64,
@@ -82,7 +83,10 @@ def run_kernel_bench(
     repeats: int = 20,
 ) -> list[KernelTiming]:
     """Time every op's reference (and its Triton kernel on CUDA); defaults are the default
-    model's KV shape (SmolLM2-135M: 30 layers, 3 KV heads, head_dim 64) and 10 passages."""
+    model's KV shape (SmolLM2-135M: 30 layers, 3 KV heads, head_dim 64) and 10 passages.
+    device: "auto" = the CUDA GPU when there is one (Triton and reference), else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     L, H, d, Tc = layers, heads, head_dim, tokens_per_chunk
     N = chunks * Tc

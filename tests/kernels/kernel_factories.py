@@ -4,10 +4,16 @@ themselves), Llama inverse frequencies, and the Triton skip mark."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from chunkcache.kernels import triton_available
+
+# The second pytest process of test_kernel_cuda.py, where Triton compiles for the GPU.
+CUDA_RUN = os.environ.get("CHUNKCACHE_KERNEL_RUN") == "cuda"
+NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
 
 needs_triton = pytest.mark.skipif(
     not triton_available(), reason="triton does not import (pip install -e '.[triton]')"

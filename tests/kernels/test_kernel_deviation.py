@@ -1,5 +1,5 @@
-"""token_deviation: the reference against a float64 computation, Triton (interpreted)
-against the reference."""
+"""token_deviation: the reference against a float64 computation, Triton (interpreted on CPU
+tensors, compiled on a CUDA GPU when one exists) against the reference."""
 
 import pytest
 import torch
@@ -34,8 +34,8 @@ def test_reference_against_float64():
     [(1, (torch.float32, torch.float32)), (3, (torch.float32, torch.float16)),
      (4, (torch.bfloat16, torch.bfloat16))],
 )
-def test_triton_matches_reference(T, d, H, dtypes):
-    fresh, cached = pair(H, T, d, dtypes, seed=T)
+def test_triton_matches_reference(T, d, H, dtypes, device):
+    fresh, cached = (t.to(device) for t in pair(H, T, d, dtypes, seed=T))
     got = token_deviation(fresh, cached, impl="triton")
     assert got.dtype == torch.float32 and got.shape == (T,)
     # both accumulate in fp32, in a different order
@@ -44,10 +44,10 @@ def test_triton_matches_reference(T, d, H, dtypes):
 
 
 @needs_triton
-def test_triton_on_a_slice_of_the_assembled_cache():
+def test_triton_on_a_slice_of_the_assembled_cache(device):
     """cache[:, a:b] of [H, N, d] has a head stride of N*d, not (b-a)*d."""
-    cache = torch.randn(3, 50, 64)
-    fresh = torch.randn(3, 20, 64)
+    cache = torch.randn(3, 50, 64, device=device)
+    fresh = torch.randn(3, 20, 64, device=device)
     got = token_deviation(fresh, cache[:, 10:30], impl="triton")
     want = token_deviation(fresh, cache[:, 10:30].contiguous(), impl="reference")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
