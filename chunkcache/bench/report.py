@@ -107,6 +107,25 @@ def dominates(a: dict, b: dict) -> bool:
     return a["fidelity"] >= b["fidelity"] and a["ttft_speedup"] >= b["ttft_speedup"]
 
 
+def speed_tied(a: dict, b: dict) -> bool:
+    """The two speedups' 95% intervals overlap: at the same ratio the compute is the same, and a
+    difference inside the timing noise says nothing (False when intervals are missing)."""
+    lo_a, hi_a, lo_b, hi_b = (r.get(k) for r in (a, b) for k in ("ttft_speedup_lo", "ttft_speedup_hi"))
+    if None in (lo_a, hi_a, lo_b, hi_b):
+        return False
+    return lo_a <= hi_b and lo_b <= hi_a
+
+
+def verdict(a: dict, b: dict) -> str:
+    """"yes" (a dominates b), "tied speed" (better or equal fidelity, speedups equal within their
+    95% intervals), or "no"."""
+    if dominates(a, b):
+        return "yes"
+    if a["fidelity"] >= b["fidelity"] and speed_tied(a, b):
+        return "tied speed"
+    return "no"
+
+
 def format_selections(quality: dict) -> list[str]:
     """Per ratio, the default selection against each other selection on the speed/fidelity plane (pareto.png)."""
     default = quality.get("default_selection")
@@ -119,14 +138,15 @@ def format_selections(quality: dict) -> list[str]:
     lines = []
     for other in (s for s in by_sel if s != default):
         ratios = sorted(set(by_sel[default]) & set(by_sel[other]))
-        rows, wins = [], 0
+        rows, wins, ties = [], 0, 0
         for x in ratios:
             a, b = by_sel[default][x], by_sel[other][x]
-            won = dominates(a, b)
-            wins += won
+            v = verdict(a, b)
+            wins, ties = wins + (v == "yes"), ties + (v == "tied speed")
             rows.append([f"{x:g}", _cell(a, "fidelity"), _cell(b, "fidelity"), _cell(a, "ttft_speedup", 2, "x"),
-                         _cell(b, "ttft_speedup", 2, "x"), "yes" if won else "no"])
-        lines += [f"### Selection {default} (default) vs {other}: {default} dominates at {wins} of {len(ratios)} ratios", ""]
+                         _cell(b, "ttft_speedup", 2, "x"), v])
+        lines += [f"### Selection {default} (default) vs {other}: {default} dominates at {wins} of {len(ratios)} ratios"
+                  + (f", and at {ties} more has the better fidelity at a speedup equal within the 95% intervals" if ties else ""), ""]
         lines += _table(["r", f"fidelity {default}", f"fidelity {other}", f"speedup {default}", f"speedup {other}", "dominates"], rows)
         lines += [""]
     return lines[:-1]

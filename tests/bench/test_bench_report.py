@@ -184,3 +184,16 @@ def test_kernel_table_comes_from_the_kernel_bench():
     assert {r["op"] for r in rows} >= {"rerotate", "scatter_rows", "token_deviation", "dequant_rope[int8]"}
     assert all(r["median_ms"] >= 0 for r in rows)
     assert "| rerotate | reference |" in "\n".join(format_kernels(rows))
+
+
+def test_verdict_separates_domination_from_a_speed_tie():
+    from chunkcache.bench.report import verdict
+
+    def run(fid, sp, lo, hi):
+        return {"fidelity": fid, "ttft_speedup": sp, "ttft_speedup_lo": lo, "ttft_speedup_hi": hi}
+
+    assert verdict(run(0.9, 3.0, 2.8, 3.2), run(0.8, 2.9, 2.7, 3.1)) == "yes"
+    assert verdict(run(0.9, 3.0, 2.8, 3.2), run(0.8, 3.1, 2.9, 3.3)) == "tied speed"
+    assert verdict(run(0.9, 3.0, 2.8, 3.0), run(0.8, 3.5, 3.2, 3.7)) == "no"  # clearly slower
+    assert verdict(run(0.7, 3.5, 3.4, 3.6), run(0.8, 3.0, 2.9, 3.1)) == "no"  # less faithful
+    assert verdict(run(0.9, 3.0, None, None), run(0.8, 3.1, None, None)) == "no"
