@@ -41,7 +41,7 @@ def hf_generate_variant(cache) -> TimedVariant:
 
     def run(ctx: BenchContext) -> Sample:
         t0 = time.perf_counter()
-        ids = torch.tensor([prompt_ids(cache, ctx)])  # [1, T]
+        ids = torch.tensor([prompt_ids(cache, ctx)], device=cache.generator.device)  # [1, T]
         with torch.inference_mode():
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=pad)
         return Sample(time.perf_counter() - t0, prompt_tokens=ids.shape[1])

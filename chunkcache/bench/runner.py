@@ -209,7 +209,7 @@ def measure_kernels(cache, spec: BenchSpec) -> list[dict]:
     from chunkcache.kernels.bench import run_kernel_bench
 
     s = cache.generator.spec
-    timings = run_kernel_bench(device="cpu", layers=s.n_layers, heads=s.n_kv_heads, head_dim=s.head_dim,
+    timings = run_kernel_bench(device="auto", layers=s.n_layers, heads=s.n_kv_heads, head_dim=s.head_dim,
                                chunks=10, tokens_per_chunk=spec.chunk_tokens, repeats=spec.kernel_repeats)
     return [asdict(t) for t in timings]
 
