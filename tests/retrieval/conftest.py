@@ -8,16 +8,13 @@ import pytest
 
 from retrieval_fakes import HashEmbedder, RegexTokenizer
 
-REAL_TOKENIZER = os.environ.get("CHUNKCACHE_TEST_TOKENIZER", "/tmp/smol")
-
-
 @pytest.fixture(scope="session")
-def real_tokenizer():
-    if not os.path.isdir(REAL_TOKENIZER):
-        pytest.skip(f"no tokenizer at {REAL_TOKENIZER} (set CHUNKCACHE_TEST_TOKENIZER)")
+def real_tokenizer(default_model_dir):
+    """The default generator's own tokenizer (the model the suite converts once), or the one at
+    $CHUNKCACHE_TEST_TOKENIZER when that is set."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(REAL_TOKENIZER)
+    return AutoTokenizer.from_pretrained(os.environ.get("CHUNKCACHE_TEST_TOKENIZER") or default_model_dir)
 
 
 @pytest.fixture(scope="session", params=["fake", "real"])
