@@ -10,6 +10,7 @@ import math
 import torch
 
 from chunkcache import kernels
+from chunkcache.blending.score import rank_tokens
 
 
 def token_deviation(fresh: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
@@ -47,19 +48,11 @@ def select_tokens(deviation: torch.Tensor, k: int, forced: torch.Tensor | None =
 
     deviation: [T]; k: total budget; forced: [F] int64 indices always included (chunk sinks).
     Forced tokens count against the budget; the rest goes to the highest deviations.
-    Returns [K] int64 with K = max(k, F) (never more than T).
+    Returns [K] int64 with K = max(k, F) (never more than T): the head of `rank_tokens`.
     """
-    n = deviation.numel()
-    k = max(0, min(k, n))
-    chosen = torch.zeros(n, dtype=torch.bool, device=deviation.device)
-    if forced is not None and forced.numel():
-        chosen[forced] = True
-    remaining = k - int(chosen.sum())
-    if remaining > 0:
-        dev = deviation.to(torch.float32).clone()
-        dev[chosen] = -math.inf
-        chosen[dev.topk(remaining).indices] = True
-    return chosen.nonzero().flatten()
+    k = max(0, min(k, deviation.numel()))
+    n_forced = 0 if forced is None else forced.numel()
+    return rank_tokens(deviation, forced)[: max(k, n_forced)].sort().values
 
 
 def chunk_starts_forced(chunk_lengths: list[int], first_k: int) -> torch.Tensor:

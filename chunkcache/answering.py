@@ -216,6 +216,7 @@ def generate(
     if req.mode == "full":
         kv = new_working_kv(engine, prefix, capacity)
         h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s, device=dev))
+        first_logits = gen.logits(h[-1:])[0]
         recomputed = n
         next_pos = p + n + s
     else:
@@ -235,25 +236,24 @@ def generate(
                 scratch = new_working_kv(engine, prefix, n + s)
                 plan = replace(plan, oracle_scores=oracle_scores(engine, scratch, ctx, suffix, stacked))
             res = blend(engine, kv, slots, stacked, ctx, suffix, suffix_pos, plan)
-            h = res.hidden
+            first_logits = gen.logits(res.hidden[-1:])[0]
             recomputed = round(res.mean_tokens)
             suffix_slots = torch.arange(kv.length - s, kv.length, device=dev)
             queue = res.queue
             if req.grow_tolerance is not None:
-                logits, grown = _grow(engine, kv, req, slots, ctx, queue, recomputed, suffix_slots, suffix,
-                                      gen.logits(h[-1:])[0], n)
+                first_logits, grown = _grow(engine, kv, req, slots, ctx, queue, recomputed, suffix_slots, suffix,
+                                            first_logits, n)
                 recomputed += grown
                 queue = queue[grown:]
-                h = None
-                grown_logits = logits
             if req.repair_steps and req.repair_tokens:
                 decoder = _Decoder(engine, kv, slots, ctx, queue, suffix_slots, req.suffix_ids,
                                    req.repair_tokens, req.repair_steps)
         else:
             h, _ = engine.prefill(kv, suffix, suffix_pos)
+            first_logits = gen.logits(h[-1:])[0]
         next_pos = suffix_start + s
     # On the host: the sampler draws with a CPU generator, and the caller keeps the logits.
-    first_logits = (gen.logits(h[-1:])[0] if h is not None else grown_logits).cpu()
+    first_logits = first_logits.cpu()
     if decoder is None:
         decoder = _Decoder(engine, kv)
     token = sampler(first_logits)

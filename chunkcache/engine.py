@@ -107,7 +107,7 @@ class Engine:
             else:
                 kb = torch.cat((k_all[:, :p], k_all[:, a:b]), dim=1)
                 vb = torch.cat((v_all[:, :p], v_all[:, a:b]), dim=1)
-            outs.append(self.gen.causal_attention(qb, kb, vb)[:, p:])
+            outs.append(self.gen.attention(qb, kb, vb, None, causal=True)[:, p:])
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
     @torch.inference_mode()

@@ -16,7 +16,6 @@ recomputes more context tokens later (growing the set before the first token, or
 while decoding). Every mask is built from absolute positions.
 """
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,6 @@ from chunkcache.blending import (
     adaptive_budget,
     apply_rope,
     attention_probs,
-    budget,
     context_attention,
     gradual_budgets,
     position_mask,
@@ -36,8 +34,6 @@ from chunkcache.blending import (
 )
 from chunkcache.engine import Engine
 from chunkcache.kv import WorkingKV
-
-PRESELECTING = ("probe", "oracle")
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,6 @@ class BlendResult:
     hidden: torch.Tensor  # [S, D] last hidden states of the question suffix
     recomputed: torch.Tensor  # [K] context indices that ran through every layer, ascending
     queue: torch.Tensor  # [N] every context index, next to refresh first (recomputed ones last)
-    probe_s: float = 0.0
     # Context tokens per narrowed layer, averaged: the compute a fixed ratio would name (with
     # gradual filtering more tokens run in early layers and fewer late, `recomputed` only the last).
     mean_tokens: float = 0.0
@@ -161,7 +156,6 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     n, s = ctx_ids.numel(), suffix_ids.numel()
     ctx = _context_range(ctx_slots)
     lengths = list(plan.chunk_lengths) or [n]
-    t0 = time.perf_counter()
     scores = None
     if plan.deviation_of == "probe":
         suffix_slots, scores = probe(engine, kv, ctx_slots, suffix_ids, suffix_pos, plan.probe_from)
@@ -171,16 +165,13 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
             if plan.oracle_scores is None or plan.oracle_scores.numel() != n:
                 raise ValueError("deviation_of='oracle' needs oracle_scores of the context's length")
             scores = plan.oracle_scores
-    probe_s = time.perf_counter() - t0
     # Layers < narrow_at run every token; from narrow_at on, only the selected ones and the suffix.
     narrow_at = plan.full_layers if scores is not None else min(plan.check_layer, n_layers - 1) + 1
     narrow_at = min(narrow_at, n_layers)
     slots = torch.cat((ctx_slots, suffix_slots))  # [N+S]
     pos = kv.pos[slots]  # [N+S]
     cos_all, sin_all = gen.rope(pos)  # [N+S, d]
-    budgets = gradual_budgets(n, plan.ratio, n_layers - narrow_at, plan.gradual_start)
-    if plan.gradual_start == 1.0:
-        budgets = [budget(n, plan.ratio)] * (n_layers - narrow_at)
+    budgets = gradual_budgets(n, plan.ratio, n_layers - narrow_at, plan.gradual_start)  # start 1: budget(n, r) each
     n_forced = 0 if plan.forced is None else plan.forced.numel()
     order = None
     dev = kv.pos.device
@@ -235,7 +226,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     done[selected] = True
     queue = torch.cat((order[~done[order]], order[done[order]]))
     mean_tokens = sum(per_layer) / len(per_layer) if per_layer else float(n)
-    return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, probe_s=probe_s, mean_tokens=mean_tokens)
+    return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, mean_tokens=mean_tokens)
 
 
 @torch.inference_mode()

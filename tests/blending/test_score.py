@@ -33,7 +33,13 @@ def test_gradual_budgets_never_grow_and_cost_a_fixed_ratio(seed):
 
 
 def test_gradual_budgets_start_one_is_the_fixed_budget():
+    from chunkcache.blending import budget
+
     assert gradual_budgets(1000, 0.15, 30, 1.0) == [150] * 30
+    rng = random.Random(7)
+    for _ in range(200):  # blend relies on this: start 1 must be exactly the fixed ratio's budget
+        n, r, layers = rng.randint(0, 3000), rng.choice([0.0, 1.0, rng.random()]), rng.randint(1, 40)
+        assert gradual_budgets(n, r, layers, 1.0) == [budget(n, r)] * layers
     assert gradual_budgets(1000, 0.15, 30, 2.0)[0] == 300
     assert gradual_budgets(1000, 0.15, 30, 2.0)[-1] == 0
     with pytest.raises(ValueError, match="gradual start"):
