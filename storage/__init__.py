@@ -7,6 +7,7 @@ from chunkcache.storage.latency import LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
 from chunkcache.storage.payload import Payload
+from chunkcache.storage.redis_config import RedisConfig
 from chunkcache.storage.store import KVStore, StoreConfig, StoreStats, WriteReport
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
@@ -21,6 +22,7 @@ __all__ = [
     "LmdbTier",
     "MemoryTier",
     "Payload",
+    "RedisConfig",
     "StoreConfig",
     "StoreStats",
     "Tier",

@@ -1,4 +1,5 @@
-"""KVStore: chunk KV tensors in, chunk KV tensors out, over a memory tier and an LMDB tier.
+"""KVStore: chunk KV tensors in, chunk KV tensors out, over a memory tier, an LMDB tier and,
+optionally, a Redis/Valkey tier shared by several processes (`storage/redis_tier.py`).
 
 Both tiers hold encoded blobs (`storage/codec.py`), so the memory budget buys as many chunks
 as the codec allows and every get verifies the checksum. A corrupt entry is deleted from
@@ -31,6 +32,7 @@ from chunkcache.storage.latency import LatencyRecorder, LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
 from chunkcache.storage.payload import Payload
+from chunkcache.storage.redis_config import RedisConfig
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
 
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 class StoreConfig:
     """path: LMDB directory, None = memory only. disk_bytes: disk eviction budget, None =
     unbounded. map_size: initial LMDB map, grown when full. eviction applies to disk; the
-    memory tier is always LRU. memory_bytes=0 disables the memory tier."""
+    memory tier is always LRU. memory_bytes=0 disables the memory tier. redis: a shared tier
+    below the local ones (a hit there is promoted into them, writes go through to it), None = none."""
 
     path: str | None
     codec: str = "fp16"
@@ -50,6 +53,7 @@ class StoreConfig:
     disk_bytes: int | None = None
     map_size: int = 1 * 2**30
     eviction: str = "lru"
+    redis: RedisConfig | None = None
 
     def __post_init__(self) -> None:
         if self.path is not None:
@@ -69,6 +73,8 @@ class StoreConfig:
             raise ConfigError("StoreConfig has path=None and memory_bytes=0: nowhere to store entries")
         if self.path is None and self.disk_bytes is not None:
             raise ConfigError(f"StoreConfig.disk_bytes={self.disk_bytes} needs a path; path is None")
+        if self.redis is not None and not isinstance(self.redis, RedisConfig):
+            raise ConfigError(f"StoreConfig.redis must be a RedisConfig or None, got {type(self.redis).__name__}")
 
     @property
     def codec_spec(self) -> CodecSpec:
@@ -111,7 +117,8 @@ class KVStore:
     """Stores kv: [layers, 2, kv_heads, tokens, head_dim] under 32-byte keys (`chunk_key`)."""
 
     def __init__(self, config: StoreConfig, tiers: Sequence[Tier] | None = None) -> None:
-        """tiers: fastest first; None builds them from config (memory, then LMDB at config.path)."""
+        """tiers: fastest first; None builds them from config (memory, then LMDB at config.path,
+        then Redis at config.redis.url)."""
         self.config = config
         self.codec = config.codec_spec
         if tiers is None:
@@ -120,6 +127,10 @@ class KVStore:
                 tiers.append(MemoryTier(config.memory_bytes))
             if config.path is not None:
                 tiers.append(LmdbTier(config.path, map_size=config.map_size, max_bytes=config.disk_bytes, eviction=config.eviction))
+            if config.redis is not None:
+                from chunkcache.storage.redis_tier import RedisTier
+
+                tiers.append(RedisTier(config.redis))
         self._tiers = TieredStore(tiers)
         self._lock = threading.Lock()
         self._hits = self._misses = self._corrupt = 0

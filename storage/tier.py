@@ -1,4 +1,4 @@
-"""The one tier interface that the memory, LMDB and tiered stores implement.
+"""The one tier interface that the memory, LMDB, Redis and tiered stores implement.
 
 A tier maps bytes keys to bytes values. It knows nothing about tensors or codecs; a miss is
 `None`, never an error. Byte budgets and `TierStats.bytes` count value bytes only.
@@ -26,6 +26,7 @@ class TierStats:
     max_bytes: int | None
     evictions: int
     rejected: int  # values larger than the whole budget, not stored
+    errors: int = 0  # calls that failed and were served as a miss or a no-op (a remote tier)
 
     @property
     def hit_rate(self) -> float:

@@ -21,3 +21,12 @@ def make_kv(tokens: int = 64, layers: int = 30, heads: int = 3, head_dim: int = 
 @pytest.fixture
 def kv_factory():
     return make_kv
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the storage tests (each test uses its own key prefix)."""
+    from redis_support import RedisServer
+
+    with RedisServer() as server:
+        yield server
