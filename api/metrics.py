@@ -28,6 +28,7 @@ class StoreCollector:
         entries = GaugeMetricFamily("chunkcache_cache_entries", "entries held per tier", labels=["tier"])
         size = GaugeMetricFamily("chunkcache_cache_bytes", "bytes held per tier", labels=["tier"])
         evictions = CounterMetricFamily("chunkcache_cache_evictions", "evictions per tier", labels=["tier"])
+        errors = CounterMetricFamily("chunkcache_cache_tier_errors", "tier calls that failed and were served as a miss (e.g. Redis down)", labels=["tier"])
         for tier in stats.tiers:
             ratio.add_metric([tier.name], tier.hit_rate)
             hits.add_metric([tier.name], tier.hits)
@@ -35,6 +36,7 @@ class StoreCollector:
             entries.add_metric([tier.name], tier.entries)
             size.add_metric([tier.name], tier.bytes)
             evictions.add_metric([tier.name], tier.evictions)
+            errors.add_metric([tier.name], tier.errors)
         lookups = stats.hits + stats.misses
         ratio.add_metric(["all"], stats.hits / lookups if lookups else 0.0)
         corrupt = CounterMetricFamily("chunkcache_cache_corrupt_entries", "stored entries that failed their checks")
@@ -43,7 +45,7 @@ class StoreCollector:
         failures.add_metric([], stats.write_failures)
         no_space = CounterMetricFamily("chunkcache_cache_no_space_failures", "KV store writes that failed because the disk was full")
         no_space.add_metric([], stats.no_space_failures)
-        yield from (ratio, hits, misses, entries, size, evictions, corrupt, failures, no_space)
+        yield from (ratio, hits, misses, entries, size, evictions, errors, corrupt, failures, no_space)
 
 
 class ServiceMetrics:

@@ -241,6 +241,7 @@ class TierStatsOut(BaseModel):
     max_bytes: int | None
     evictions: int
     rejected: int
+    errors: int = Field(0, description="calls that failed and were served as a miss (the shared Redis tier when it is down)")
 
 
 class LatencyOut(BaseModel):

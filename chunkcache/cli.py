@@ -78,11 +78,34 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     b.add_argument("--ape-scale", type=float, default=d.ape_scale, help="APE scale S on the context attention weight (default: %(default)s)")
 
 
-def _build_cache(args):
+def _add_redis_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("shared KV tier (Redis or Valkey; flags win over CHUNKCACHE_REDIS_* variables)")
+    g.add_argument("--redis-url", default=None,
+                   help="redis://host:port/db (or rediss://, unix://) of a KV tier shared by replicas, below memory and disk; "
+                        "a Redis that is down is a miss, never an error (default: $CHUNKCACHE_REDIS_URL, else none)")
+    g.add_argument("--redis-prefix", default=None, help="key namespace of this deployment (default: chunkcache)")
+    g.add_argument("--redis-ttl", type=int, default=None, help="expiry in seconds set on every write (default: none; "
+                   "bound the size with the server's maxmemory and maxmemory-policy allkeys-lru)")
+    g.add_argument("--redis-timeout", type=float, default=None, help="connect/read timeout of one Redis call in seconds (default: 0.25)")
+
+
+def _redis_overrides(args) -> dict:
+    return {"redis_url": args.redis_url, "redis_prefix": args.redis_prefix, "redis_ttl_s": args.redis_ttl,
+            "redis_timeout_s": args.redis_timeout}
+
+
+def _redis_config(args):
+    """The shared tier from --redis-* flags over CHUNKCACHE_REDIS_* (ServiceConfig reads the environment)."""
+    from chunkcache.api.settings import ServiceConfig
+
+    return ServiceConfig.from_env(**_redis_overrides(args)).redis
+
+
+def _build_cache(args, redis=None):
     from chunkcache.facade import ChunkCache
 
     _set_threads(args)
-    return ChunkCache(config=_cache_config(args))
+    return ChunkCache(config=_cache_config(args, redis))
 
 
 def _set_threads(args) -> None:
@@ -92,7 +115,7 @@ def _set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def _cache_config(args):
+def _cache_config(args, redis=None):
     from chunkcache.config import BlendConfig, CacheConfig
 
     blend = BlendConfig(
@@ -121,6 +144,7 @@ def _cache_config(args):
         persist=not args.memory_only,
         device=args.device,
         dtype=args.dtype,
+        redis=redis,
     )
     return config
 
@@ -178,7 +202,7 @@ def cmd_ingest(args) -> int:
     from chunkcache.retrieval import load_paths
 
     docs = load_paths(args.paths)
-    cache = _build_cache(args)
+    cache = _build_cache(args, _redis_config(args))
     try:
         ids = cache.add_documents(docs, progress=not args.quiet)
         print(f"ingested {len(ids)} documents; the corpus holds {len(cache.corpus)} documents in {cache.corpus.num_chunks} chunks")
@@ -191,7 +215,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_warm(args) -> int:
-    cache = _build_cache(args)
+    cache = _build_cache(args, _redis_config(args))
     try:
         computed = cache.warm_corpus(progress=not args.quiet, verify=args.verify)
         print(f"warmed {computed} chunk caches ({cache.corpus.num_chunks} indexed chunks; the rest were stored already)")
@@ -201,7 +225,7 @@ def cmd_warm(args) -> int:
 
 
 def cmd_query(args) -> int:
-    cache = _build_cache(args)
+    cache = _build_cache(args, _redis_config(args))
     try:
         ans = cache.query(args.question, top_k=args.top_k, mode=args.mode, order=args.order, recompute_ratio=args.recompute_ratio,
                           max_new_tokens=args.max_new_tokens, on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None)
@@ -237,10 +261,11 @@ def cmd_serve(args) -> int:
     overrides = {k: v for k, v in {
         "host": args.host, "port": args.port, "api_key": api_key, "queue_size": args.queue_size,
         "workers": args.workers, "request_timeout_s": args.request_timeout, "ingest_root": args.ingest_root,
+        **_redis_overrides(args),
     }.items() if v is not None}
     service = ServiceConfig.from_env(**overrides)
     _set_threads(args)
-    serve(_cache_config(args), service, log_level=args.log_level)
+    serve(_cache_config(args, service.redis), service, log_level=args.log_level)
     return 0
 
 
@@ -295,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm", action="store_true", help="also precompute the KV cache of every new chunk")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)
+    _add_redis_options(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("warm", help="precompute the KV cache of every indexed chunk (resumable)",
@@ -304,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also check the checksum of every stored entry and recompute the corrupt ones (default: trust that an entry exists)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)
+    _add_redis_options(p)
     p.set_defaults(func=cmd_warm)
 
     p = sub.add_parser("query", help="retrieve passages from the store's index and answer a question",
@@ -316,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     _add_cache_options(p)
+    _add_redis_options(p)
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("serve", help="run the REST service (FastAPI + uvicorn) over the store",
@@ -334,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-root", default=None, help="the only server directory POST /v1/ingest may read (default: none)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _add_cache_options(p)
+    _add_redis_options(p)
     p.set_defaults(func=cmd_serve)
     add_bench_parser(sub)
     return parser

@@ -2,9 +2,13 @@
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chunkcache.errors import ConfigError
 from chunkcache.prompt import PromptConfig
+
+if TYPE_CHECKING:  # importing chunkcache.storage pulls in torch; config stays light
+    from chunkcache.storage.redis_config import RedisConfig
 
 CODECS = ("fp16", "bf16", "int8", "int4")
 # Where the model and every tensor of a request live ("cuda:N" picks a GPU), and the model's
@@ -101,7 +105,7 @@ class CacheConfig:
     model: None/"default" (SmolLM2-135M-Instruct), a local HF checkpoint dir, or a .gguf file.
     codec / zstd_level: how chunk KV is stored; memory_bytes / disk_bytes: tier budgets.
     device: "cpu", "cuda" or "cuda:N"; dtype: one of DTYPES (the model's weights, activations and
-    working cache).
+    working cache). redis: a KV tier shared by replicas, below memory and disk (None = none).
     """
 
     store_dir: str
@@ -120,8 +124,14 @@ class CacheConfig:
     max_new_tokens_limit: int = 1024
     device: str = "cpu"
     dtype: str = "float32"
+    redis: "RedisConfig | None" = None
 
     def __post_init__(self):
+        if self.redis is not None:
+            from chunkcache.storage.redis_config import RedisConfig
+
+            if not isinstance(self.redis, RedisConfig):
+                raise ConfigError(f"redis must be a RedisConfig or None, got {type(self.redis).__name__}")
         if not isinstance(self.store_dir, str) or not self.store_dir:
             raise ConfigError(f"store_dir must be a non-empty path string, got {self.store_dir!r}")
         if self.codec not in CODECS:
