@@ -2,21 +2,32 @@
 
     python scripts/bench_storage.py                          # synthetic KV shaped like the default model
     python scripts/bench_storage.py --kv-file kv.npy         # real KV: raw .npy of [L, 2, H, T, d]
+    python scripts/bench_storage.py --redis-url redis://host:6379/0   # the shared tier on that server
 
 Each codec (with and without zstd) encodes the chunks (`--tokens` tokens each), writes them
 to a fresh LMDB directory, reads every chunk once to warm the page cache, then times
 KVStore.get (disk tier only, so every get is an LMDB read + checksum + decode to float32).
+The same chunks are then written to the shared Redis tier and KVStore.get is timed over it
+alone (a GET over TCP + checksum + decode): what a replica pays for a chunk another replica
+computed. Without --redis-url a redis-server is started on a free 127.0.0.1 port for the run
+(loopback: the network of a real deployment adds its round trip and transfer time).
 """
 
 import argparse
+import contextlib
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
+import uuid
 
 import numpy as np
 import torch
 
-from chunkcache.storage import CODECS, CodecSpec, KVStore, LmdbTier, StoreConfig, chunk_key, decode_kv, encode_kv
+from chunkcache.storage import CODECS, CodecSpec, KVStore, LmdbTier, RedisConfig, StoreConfig, chunk_key, decode_kv, encode_kv
+from chunkcache.storage.redis_tier import RedisTier
 
 
 def synthetic_kv(layers: int, heads: int, tokens: int, head_dim: int, seed: int) -> torch.Tensor:
@@ -44,7 +55,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def bench_codec(spec: CodecSpec, chunks: list[torch.Tensor], rounds: int, workdir: str) -> dict:
+def bench_codec(spec: CodecSpec, chunks: list[torch.Tensor], rounds: int, workdir: str, redis_url: str) -> dict:
     t0 = time.perf_counter()
     blobs = [encode_kv(kv, spec) for kv in chunks]
     encode_ms = (time.perf_counter() - t0) * 1e3 / len(chunks)
@@ -77,6 +88,25 @@ def bench_codec(spec: CodecSpec, chunks: list[torch.Tensor], rounds: int, workdi
                 get_ms.append((time.perf_counter() - t) * 1e3)
     store.close()
 
+    redis_tier = RedisTier(RedisConfig(redis_url, prefix=f"bench-{uuid.uuid4().hex[:8]}", timeout_s=5.0))
+    redis_tier.put_many(zip(keys, blobs))
+    redis_raw_ms, redis_get_ms = [], []
+    store = KVStore(StoreConfig(None, codec=spec.name, zstd_level=spec.zstd_level), tiers=[redis_tier])
+    for r in range(rounds + 1):  # round 0 opens the connection
+        for key in keys:
+            t = time.perf_counter()
+            redis_tier.get(key)
+            t1 = time.perf_counter()
+            store.get(key)
+            if r:
+                redis_raw_ms.append((t1 - t) * 1e3)
+                redis_get_ms.append((time.perf_counter() - t1) * 1e3)
+    for key in keys:
+        redis_tier.delete(key)
+    if redis_tier.stats().errors:
+        raise SystemExit(f"Redis at {redis_tier.where} failed {redis_tier.stats().errors} calls: the Redis columns are not valid")
+    store.close()
+
     tokens = sum(kv.shape[3] for kv in chunks)
     stored = sum(len(b) for b in blobs)
     L, _, H, _, d = chunks[0].shape
@@ -94,7 +124,40 @@ def bench_codec(spec: CodecSpec, chunks: list[torch.Tensor], rounds: int, workdi
         "load ms (p95)": float(np.percentile(get_ms, 95)),
         "load MB/s stored": stored / len(chunks) / 2**20 / (per_chunk_ms / 1e3),
         "load MB/s fp16-equiv": tokens / len(chunks) * L * 2 * H * d * 2 / 2**20 / (per_chunk_ms / 1e3),
+        "redis get ms": statistics.median(redis_raw_ms),
+        "redis load ms (p50)": statistics.median(redis_get_ms),
+        "redis load ms (p95)": float(np.percentile(redis_get_ms, 95)),
     }
+
+
+@contextlib.contextmanager
+def redis_server(url: str | None):
+    """The given server, or a redis-server of our own on a free loopback port (no persistence)."""
+    if url is not None:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("no --redis-url and no redis-server to start: apt-get install -y redis-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--maxmemory", "2gb", "--maxmemory-policy", "allkeys-lru"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:
@@ -108,6 +171,7 @@ def main() -> None:
     p.add_argument("--zstd-level", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5, help="timed reads of every chunk")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--redis-url", help="Redis/Valkey to time the shared tier on (default: start redis-server on a free loopback port)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,10 +182,10 @@ def main() -> None:
     print(f"KV: {source}, {len(chunks)} chunks of [L={L}, 2, H={H}, T={T}, d={d}], "
           f"fp16 raw = {L * 2 * H * d * 2} bytes/token, torch threads = {torch.get_num_threads()}\n")
     rows = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, redis_server(args.redis_url) as redis_url:
         for name in CODECS:
             for level in (None, args.zstd_level):
-                rows.append(bench_codec(CodecSpec(name, level), chunks, args.rounds, workdir))
+                rows.append(bench_codec(CodecSpec(name, level), chunks, args.rounds, workdir, redis_url))
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
