@@ -1,6 +1,7 @@
 """Pure tensor functions of chunk blending: positions, masks, selection, attention merge. No I/O."""
 
-from chunkcache.blending.mask import position_mask
+from chunkcache.blending.attention import grouped_attention
+from chunkcache.blending.mask import Stairs, position_mask, stairs
 from chunkcache.blending.merge import ape_merge, attention_lse
 from chunkcache.blending.score import (
     attention_probs,
@@ -20,6 +21,9 @@ from chunkcache.blending.select import (
 )
 
 __all__ = [
+    "Stairs",
+    "grouped_attention",
+    "stairs",
     "attention_probs",
     "context_attention",
     "gradual_budgets",

@@ -86,13 +86,17 @@ def attention_probs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention that also returns its probabilities (for the few question rows that score).
 
-    q: [H, T, d]; k, v: [Hkv, Tk, d] (grouped heads repeated here); mask: [T, Tk] bool.
+    q: [H, T, d]; k, v: [Hkv, Tk, d]; mask: [T, Tk] bool.
     Returns out [H, T, d] (q's dtype) and probs [H, T, Tk] float32.
     """
-    rep = q.shape[0] // k.shape[0]
-    k, v = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)  # [H, Tk, d]
-    scores = torch.matmul(q.to(torch.float32), k.to(torch.float32).transpose(-1, -2)) * scale  # [H, T, Tk]
+    h, t, d = q.shape
+    n_kv = k.shape[0]
+    rep = h // n_kv
+    # The grouped heads are folded into the rows (see attention.grouped_attention): no K/V copy.
+    qf = q.to(torch.float32).reshape(n_kv, rep * t, d)
+    scores = torch.matmul(qf, k.to(torch.float32).transpose(-1, -2)) * scale  # [Hkv, rep*T, Tk]
     if mask is not None:
-        scores = scores.masked_fill(~mask[None], float("-inf"))
+        scores = scores.masked_fill(~mask.repeat(rep, 1)[None], float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(probs, v.to(torch.float32)).to(q.dtype), probs
+    out = torch.matmul(probs, v.to(torch.float32)).view(h, t, d)
+    return out.to(q.dtype), probs.view(h, t, -1)

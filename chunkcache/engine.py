@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chunkcache.blending import ape_merge, apply_rope, attention_lse, position_mask
+from chunkcache.blending import ape_merge, apply_rope, attention_lse, position_mask, stairs
 from chunkcache.kv import WorkingKV
 from chunkcache.model import Generator
 
@@ -27,15 +27,23 @@ class Engine:
         self.ape = ape
 
     # -- attention over the working cache -------------------------------------------------
-    def _mask(self, kv: WorkingKV, q_pos: torch.Tensor, q_seg: torch.Tensor | None):
-        """Built once per forward (the same for every layer). Call after the new slots are reserved.
+    def mask_for(self, kv: WorkingKV, q_pos: torch.Tensor, q_seg: torch.Tensor | None = None):
+        """What attention of queries at q_pos [Tq] over the filled cache needs. Call after the new
+        slots are reserved; built once per forward (the same for every layer).
 
-        Returns a [Tq, Tk] bool mask or, for APE, (other slots [To], mask over them [Tq, To]).
+        Returns None (every key visible: a decode step), `Stairs` (queries and keys both sorted
+        by position, the usual layout: attention skips what lies above the staircase), a dense
+        [Tq, Tk] bool mask, or, for APE, (other slots [To], mask over them [Tq, To]).
         """
         n, window = kv.length, self.gen.spec.sliding_window
         if kv.ape_slots is None:
             if q_pos.numel() == 1 and q_seg is None and window is None and int(kv.pos[:n].max()) <= int(q_pos[0]):
-                return None  # a decode step sees every key: let SDPA skip the mask
+                return None  # a decode step sees every key: no mask at all
+            if q_seg is None and window is None:
+                spec = self.gen.spec
+                plan = stairs(q_pos, kv.pos[:n], spec.n_heads // spec.n_kv_heads)
+                if plan is not None:
+                    return plan
             k_seg = kv.seg[:n] if q_seg is not None else None
             return position_mask(q_pos, kv.pos[:n], q_seg, k_seg, window)
         start, end = kv.ape_slots
@@ -44,7 +52,7 @@ class Engine:
         return other, position_mask(q_pos, kv.pos[other], window=window)
 
     def _attend(self, kv: WorkingKV, layer: int, q: torch.Tensor, mask) -> torch.Tensor:
-        """q: [H, T, d] rotated; mask from `_mask`; returns [H, T, d]."""
+        """q: [H, T, d] rotated; mask from `mask_for`; returns [H, T, d]."""
         spec = self.gen.spec
         k, v = kv.keys(layer)
         if kv.ape_slots is None:
@@ -131,7 +139,7 @@ class Engine:
         slots = kv.reserve(positions, segments)
         start = kv.length - positions.numel()
         cos, sin = gen.rope(positions)
-        mask = None if blocks is not None else self._mask(kv, positions, segments)
+        mask = None if blocks is not None else self.mask_for(kv, positions, segments)
         h = gen.embed(ids)
         pre = []
         for layer in range(gen.spec.n_layers):

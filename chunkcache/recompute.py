@@ -177,7 +177,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     dev = kv.pos.device
     selected = torch.arange(n, device=dev)
     active = torch.arange(n + s, device=dev)
-    mask = position_mask(pos, kv.pos[: kv.length])  # rebuilt whenever the active set changes
+    mask = engine.mask_for(kv, pos)  # rebuilt whenever the active set changes
     h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
 
     def narrow():
@@ -189,7 +189,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
         selected = order[: max(k0, n_forced)].sort().values
         keep = torch.cat((selected, torch.arange(n, n + s, device=dev)))
         h, active = h[keep], keep
-        mask = position_mask(pos[active], kv.pos[: kv.length])
+        mask = engine.mask_for(kv, pos[active])
 
     if narrow_at == 0:
         narrow()
@@ -219,7 +219,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
                 selected = selected[local]
                 keep = torch.cat((local, torch.arange(h.shape[0] - s, h.shape[0], device=dev)))
                 h, active = h[keep], active[keep]
-                mask = position_mask(pos[active], kv.pos[: kv.length])
+                mask = engine.mask_for(kv, pos[active])
     if order is None:  # narrow_at == n_layers: every token ran through every layer
         order = torch.arange(n, device=dev)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -237,11 +237,12 @@ def refresh(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: tor
     writing fresh K/V at its slot. Returns the tail's last hidden states [T, D].
     """
     gen = engine.gen
+    ctx_idx = ctx_idx.sort().values  # in position order: attention then runs as `Stairs`
     slots = torch.cat((ctx_slots[ctx_idx], tail_slots))  # [M+T]
     ids = torch.cat((ctx_ids[ctx_idx], tail_ids))
     pos = kv.pos[slots]
     cos, sin = gen.rope(pos)
-    mask = position_mask(pos, kv.pos[: kv.length])
+    mask = engine.mask_for(kv, pos)
     h = gen.embed(ids)
     for layer in range(gen.spec.n_layers):
         q, k, v = gen.qkv(layer, h)
