@@ -110,13 +110,13 @@ class NoSpaceTier(MemoryTier):
 @pytest.fixture
 def full_disk_store(cache):
     original = cache.store
-    cache.store = KVStore(StoreConfig(path=None, codec=original.config.codec, zstd_level=original.config.zstd_level),
-                          tiers=[MemoryTier(64 << 20), NoSpaceTier()])
+    cache.chunks.store = KVStore(StoreConfig(path=None, codec=original.config.codec, zstd_level=original.config.zstd_level),
+                                 tiers=[MemoryTier(64 << 20), NoSpaceTier()])
     try:
         yield cache.store
     finally:
         cache.store.close()
-        cache.store = original
+        cache.chunks.store = original
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -67,7 +67,7 @@ def test_a_crash_during_warm_up_loses_nothing_already_written(tmp_path, tiny_mod
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 17, proc.stderr[-2000:]
     with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir), warm_batch_tokens=40) as cc:
-        stored = sum(cc.store.contains(cc._key(cc.prompt.passage_ids(cc_p))) for cc_p in map(_as_passage, passages))
+        stored = sum(cc.store.contains(cc.chunks.key(cc.prompt.passage_ids(cc_p))) for cc_p in map(_as_passage, passages))
         assert 4 <= stored < len(passages)
         assert cc.warm(passages) == len(passages) - stored  # resumes: only the rest is computed
         assert cc.stats().corrupt == 0

@@ -77,7 +77,7 @@ def test_corrupt_payload_entries_are_recomputed(tmp_path, tiny_model_dir):
         ref = cc.answer(QUESTION, PASSAGES, mode="reuse", max_new_tokens=6)
         tier = cc.store._tiers.tiers[-1]
         for p in PASSAGES:
-            key = cc._key(cc.prompt.passage_ids(as_passage(p)))
+            key = cc.chunks.key(cc.prompt.passage_ids(as_passage(p)))
             blob = bytearray(tier.get(key))
             blob[len(blob) // 2] ^= 0xFF
             tier.put(key, bytes(blob))

@@ -1,0 +1,141 @@
+"""One answer over given passages: validate, load chunk KV, build the Request, generate, report."""
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from chunkcache.answering import Request, forced_tokens, generate
+from chunkcache.chunk_store import ChunkStore
+from chunkcache.chunks import PrefixKV
+from chunkcache.config import BlendConfig, CacheConfig
+from chunkcache.detokenize import IncrementalDetokenizer
+from chunkcache.engine import Engine
+from chunkcache.errors import ContextTooLongError, InvalidRequestError
+from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
+from chunkcache.recompute import BlendPlan
+from chunkcache.sampling import Sampler, SamplingParams
+from chunkcache.types import MODES, Answer, PassageHit, Timings
+
+
+def blend_plan(cfg: BlendConfig, ratio: float, chunk_ids: Sequence[Sequence[int]]) -> BlendPlan:
+    """The BlendPlan of one request: `cfg`'s selection settings, this request's ratio and chunks."""
+    return BlendPlan(
+        ratio=float(ratio),
+        deviation_of=cfg.deviation_of,
+        check_layer=cfg.check_layer,
+        full_layers=cfg.full_layers,
+        probe_from=cfg.probe_from,
+        gradual_start=cfg.gradual_start,
+        span_window=cfg.span_window,
+        forced=forced_tokens(chunk_ids, cfg.sink_tokens),
+        adaptive_coverage=cfg.adaptive_coverage,
+        chunk_lengths=tuple(len(c) for c in chunk_ids),
+    )
+
+
+class Answerer:
+    """Answers one question over passages given in prompt order (see `ChunkCache.answer`)."""
+
+    def __init__(self, config: CacheConfig, engine: Engine, prompt: PromptBuilder, prefix: PrefixKV,
+                 chunks: ChunkStore, lock: threading.RLock):
+        self.config = config
+        self.engine = engine
+        self.prompt = prompt
+        self.prefix = prefix
+        self.chunks = chunks
+        self._lock = lock
+
+    def answer(self, question: str, passages: Sequence, mode: str = "blend", recompute_ratio: float | None = None,
+               max_new_tokens: int = 32, sampling: SamplingParams | None = None,
+               on_token: Callable[[str], None] | None = None, return_logprobs: bool = False,
+               hits_meta: Sequence[dict] | None = None, blend: BlendConfig | None = None,
+               should_stop: Callable[[], bool] | None = None, teacher_ids: Sequence[int] | None = None,
+               history: Sequence[Turn] = ()) -> Answer:
+        t_start = time.perf_counter()
+        ratio = self._validate(mode, passages, max_new_tokens, recompute_ratio)
+        items: list[Passage] = [as_passage(p) for p in passages]
+        suffix = self.prompt.suffix_ids(question, history)
+        chunk_ids = [self.prompt.passage_ids(p) for p in items]
+        self._check_length(chunk_ids, suffix, max_new_tokens, mode)
+        sampler = Sampler(sampling or SamplingParams())
+        tokenizer = self.engine.gen.tokenizer
+        t_tok = time.perf_counter() - t_start
+
+        with self._lock, torch.inference_mode():
+            cached, hits, lookup_s, warm_s = (None, [False] * len(items), 0.0, 0.0)
+            if mode != "full":
+                cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
+            blend = blend or self.config.blend
+            plan = blend_plan(blend, ratio, chunk_ids) if mode == "blend" else None
+            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
+                          grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
+                          repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
+            push = _streamer(tokenizer, on_token)
+            teacher = tuple(int(t) for t in teacher_ids) if teacher_ids else None
+            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop, teacher)
+        text = tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
+        meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
+        passages_out = tuple(
+            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, **meta[i])
+            for i, (ids, hit, p) in enumerate(zip(chunk_ids, hits, items))
+        )
+        n = sum(len(c) for c in chunk_ids)
+        return Answer(
+            text=text,
+            mode=mode,
+            ttft_s=out.ttft_s,
+            total_s=time.perf_counter() - t_start,
+            timings=Timings(tokenize=t_tok, lookup=lookup_s, warm=warm_s, reposition=out.reposition_s, prefill=out.prefill_s, decode=out.decode_s),
+            context_tokens=n,
+            prompt_tokens=self.prefix.length + n + len(suffix),
+            recomputed_tokens=out.recomputed,
+            generated_tokens=len(out.token_ids),
+            token_ids=out.token_ids,
+            passages=passages_out,
+            finish_reason=out.finish_reason,
+            recompute_ratio=float(ratio) if mode == "blend" else None,
+            repaired_tokens=out.repaired,
+            teacher_agreement=out.teacher_agreement,
+            first_logprobs=torch.log_softmax(out.first_logits, -1) if return_logprobs else None,
+        )
+
+    def _validate(self, mode: str, passages, max_new_tokens, recompute_ratio) -> float:
+        """Raises InvalidRequestError naming the bad value; returns the recompute ratio to use."""
+        if mode not in MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or len(passages) == 0:
+            raise InvalidRequestError("passages must be a non-empty list of strings or {'title', 'text'} dicts")
+        limit = self.config.max_new_tokens_limit
+        if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
+            raise InvalidRequestError(f"max_new_tokens must be an integer in [1, {limit}], got {max_new_tokens!r}")
+        ratio = self.config.blend.recompute_ratio if recompute_ratio is None else recompute_ratio
+        if not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise InvalidRequestError(f"recompute_ratio must be in [0, 1], got {ratio!r}")
+        return float(ratio)
+
+    def _check_length(self, chunk_ids, suffix, max_new_tokens: int, mode: str) -> None:
+        limit = self.engine.gen.spec.max_positions
+        context = max(len(c) for c in chunk_ids) if mode == "ape" else sum(len(c) for c in chunk_ids)
+        need = self.prefix.length + context + len(suffix) + max_new_tokens
+        if need > limit:
+            raise ContextTooLongError(
+                f"the prompt needs {need} positions (prefix {self.prefix.length} + passages {context} + "
+                f"question {len(suffix)} + max_new_tokens {max_new_tokens}) but the model's context is {limit}; "
+                "send fewer or shorter passages or lower max_new_tokens"
+            )
+
+
+def _streamer(tokenizer, on_token: Callable[[str], None] | None) -> Callable[[int], None]:
+    """The per-token callback of `generate`: new text pieces to `on_token`, if anyone listens."""
+    if on_token is None:
+        return lambda token: None
+    detok = IncrementalDetokenizer(tokenizer)
+
+    def push(token: int) -> None:
+        piece = detok.push(token)
+        if piece:
+            on_token(piece)
+
+    return push
