@@ -8,7 +8,7 @@ import torch
 
 from chunkcache.answering import Request, forced_tokens, generate
 from chunkcache.chunk_store import ChunkStore
-from chunkcache.chunks import PrefixKV
+from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
 from chunkcache.engine import Engine

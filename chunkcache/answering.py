@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from chunkcache.blending import budget, chunk_starts_forced
-from chunkcache.chunks import PrefixKV, new_working_kv
+from chunkcache.chunk_kv import PrefixKV, new_working_kv
 from chunkcache.engine import Engine
 from chunkcache.kernels import dequant_rope
-from chunkcache.metrics import kl_divergence
+from chunkcache.scores import kl_divergence
 from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh
 from chunkcache.sampling import Sampler
 from chunkcache.storage import Payload

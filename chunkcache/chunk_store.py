@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from chunkcache.chunks import PrefixKV, compute_chunks, pack_batches
+from chunkcache.chunk_kv import PrefixKV, compute_chunks, pack_batches
 from chunkcache.engine import Engine
 from chunkcache.storage import KVStore, chunk_key
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from chunkcache.config import DEVIATIONS, DIAGNOSTIC_DEVIATIONS, BlendConfig
 from chunkcache.errors import InvalidRequestError
-from chunkcache.metrics import best_over, exact_match, kl_divergence, token_f1
+from chunkcache.scores import best_over, exact_match, kl_divergence, token_f1
 from chunkcache.stats import bootstrap_ci, median_ratio
 from chunkcache.types import MODES
 

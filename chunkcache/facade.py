@@ -14,7 +14,7 @@ import torch
 
 from chunkcache.answerer import Answerer
 from chunkcache.chunk_store import ChunkStore
-from chunkcache.chunks import compute_prefix
+from chunkcache.chunk_kv import compute_prefix
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.document_service import DocumentService
 from chunkcache.engine import ApeParams, Engine

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from chunkcache.answering import Request, _assemble
-from chunkcache.chunks import compute_chunks, compute_prefix, new_working_kv
+from chunkcache.chunk_kv import compute_chunks, compute_prefix, new_working_kv
 from chunkcache.engine import Engine
 from chunkcache.recompute import BlendPlan, blend
 from chunkcache.model import Generator

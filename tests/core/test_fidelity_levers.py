@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chunkcache import ChunkCache
-from chunkcache.metrics import kl_divergence
+from chunkcache.scores import kl_divergence
 
 QA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qa" / "2wikimqa.jsonl"
 

@@ -7,7 +7,7 @@ import torch
 from chunkcache import ChunkCache
 from chunkcache.answering import Request, _assemble
 from chunkcache.config import BlendConfig
-from chunkcache.chunks import compute_chunks, compute_prefix
+from chunkcache.chunk_kv import compute_chunks, compute_prefix
 from chunkcache.engine import Engine
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint

@@ -7,7 +7,7 @@ from transformers import DynamicCache, LlamaForCausalLM
 
 from chunkcache.answering import Request, _assemble, _Decoder, generate
 from chunkcache.blending import gradual_budgets
-from chunkcache.chunks import compute_chunks, compute_prefix, new_working_kv
+from chunkcache.chunk_kv import compute_chunks, compute_prefix, new_working_kv
 from chunkcache.engine import Engine
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint

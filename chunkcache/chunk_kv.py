@@ -1,4 +1,4 @@
-"""Chunk KV: computing it behind the shared prefix, and finding it in the store by content."""
+"""Chunk KV computed behind the shared prefix (packed warm-up batches); text chunking is retrieval/chunker.py."""
 
 import time
 from dataclasses import dataclass

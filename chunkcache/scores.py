@@ -1,4 +1,4 @@
-"""Answer metrics: SQuAD-style normalisation, token F1 and exact match, first-token KL."""
+"""Answer scores: SQuAD-style normalisation, token F1 and exact match, first-token KL (not the service metrics, see api/metrics.py)."""
 
 import re
 import string
