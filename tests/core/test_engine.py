@@ -104,15 +104,30 @@ def test_reuse_differs_from_full_and_blend_moves_towards_it(real):
     assert kl(half_v) < kl(reuse)
 
 
-def test_check_layer_past_the_last_layer_is_a_full_prefill(tiny):
+@pytest.mark.parametrize("ratio", [0.0, 0.3])
+def test_check_layer_past_the_last_layer_is_a_full_prefill(tiny, ratio):
     # Deviation selection runs layers 0..check_layer on every token: with the check layer past
     # the last layer nothing is ever narrowed, whatever the ratio, so blend is a full prefill.
     engine, model = tiny
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=4)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.0, deviation_of="v", check_layer=99))
+    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=ratio, deviation_of="v", check_layer=99))
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("deviation", ["probe", "v"])
+def test_blend_at_ratio_zero_recomputes_no_context_token(tiny, deviation):
+    # Ratio 0 with a check layer inside the model: no context token is recomputed, so the
+    # question's logits are those of plain reuse (probe) or differ from them only through the
+    # first check_layer + 1 layers having run every token (v).
+    engine, _ = tiny
+    prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=4)
+    reuse, _, _ = _blend_logits(engine, prefix, chunks, suffix, None)
+    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.0, deviation_of=deviation, check_layer=0))
+    assert selected.numel() == 0
+    if deviation == "probe":
+        torch.testing.assert_close(logits, reuse, rtol=1e-4, atol=2e-4)
 
 
 @pytest.mark.parametrize("deviation", ["probe", "v"])
