@@ -3,14 +3,15 @@
 Requests ignore OpenAI fields we do not use (`user`, `presence_penalty`, ...) so stock clients
 work; the fields we read are strict (no "5" for 5) and chunkcache's own options forbid extras.
 The question is the last user message whose text is not blank, so `messages` must hold one:
-the schema says so with `contains`.
+the schema says so with `contains`. `documents` (or documents marked in the messages, when the
+server has markers configured) replace retrieval: the answer is over exactly those passages.
 """
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chunkcache.api.schemas import STRICT, Int, Mode, Order, PositiveInt, Seed, Source, Strict, Text
+from chunkcache.api.schemas import STRICT, Int, Mode, Order, PassageText, PositiveInt, Seed, Source, Strict, Text
 
 LENIENT = ConfigDict(**{**STRICT, "extra": "ignore"})
 _NOT_BLANK = {"type": "string", "pattern": r"\S"}
@@ -49,6 +50,13 @@ class ChunkcacheOptions(Strict):
     order: Order = "score"
 
 
+class ChatDocument(Strict):
+    """A client-supplied document: its KV is looked up by content, computed and stored on a miss."""
+
+    text: PassageText
+    title: Text = Field(default="", max_length=1000)
+
+
 def last_user_text(messages: list[ChatMessage]) -> str | None:
     """The stripped text of the last user message that is not blank, or None."""
     for message in reversed(messages):
@@ -70,6 +78,10 @@ class ChatRequest(BaseModel):
     n: Int = Field(default=1, ge=1, le=1, description="only 1 choice is supported")
     stream: bool = False
     chunkcache: ChunkcacheOptions = Field(default_factory=ChunkcacheOptions)
+    documents: list[ChatDocument] | None = Field(
+        default=None, min_length=1,
+        description="answer over these documents (in this order) instead of retrieving from the server's corpus; "
+                    "each one's KV is reused when the same title and text were sent before")
 
     @model_validator(mode="after")
     def _has_question(self) -> "ChatRequest":
@@ -90,10 +102,29 @@ class Choice(BaseModel):
     finish_reason: str
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(description="prompt tokens of passages whose KV came from the cache")
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class CacheReport(BaseModel):
+    """What the cache did for this answer (the `chunkcache` block of a completion)."""
+
+    mode: Mode
+    ttft_s: float = Field(description="seconds from the start of the answer on the model worker (tokenizing, cache "
+                                   "lookup, prefill; retrieval too without documents) to the first token")
+    total_s: float
+    cache_hits: int = Field(description="passages whose KV came from the cache")
+    cache_misses: int = Field(description="passages whose KV was computed for this request (and stored)")
+    recomputed_tokens: int
+    documents: list[Source] | None = Field(description="per client-supplied document, in the order sent: tokens, cache_hit, "
+                                                       "stored; null when the passages were retrieved (see sources)")
 
 
 class ChatCompletion(BaseModel):
@@ -104,6 +135,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     sources: list[Source]
+    chunkcache: CacheReport
 
 
 class ModelCard(BaseModel):

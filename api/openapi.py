@@ -42,6 +42,8 @@ CAPS = {
     ("ChatRequest", "max_tokens"): ("max_new_tokens_limit", "maximum"),
     ("ChatRequest", "max_completion_tokens"): ("max_new_tokens_limit", "maximum"),
     ("ChunkcacheOptions", "top_k"): ("max_top_k", "maximum"),
+    ("ChatRequest", "documents"): ("max_top_k", "maxItems"),
+    ("ChatDocument", "text"): ("max_document_chars", "maxLength"),
 }
 
 
@@ -50,7 +52,7 @@ def _cap(prop: dict, keyword: str, value: int) -> None:
     default above the cap is lowered to it, as the routes do (`answers.capped`)."""
     branches = prop.get("anyOf", [prop])
     for branch in branches:
-        if branch.get("type") in ("integer", "array"):
+        if branch.get("type") in ("integer", "array", "string"):
             branch[keyword] = value
     if keyword == "maximum" and isinstance(prop.get("default"), int) and prop["default"] > value:
         prop["default"] = value
