@@ -16,14 +16,63 @@ def _engine(model_dir):
     return Engine(Generator(model, tok, model_fingerprint(model, model.config.to_dict()))), model
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return _engine(tiny_model_dir)
+# The README's model families, each as a tiny random config: Llama (conftest's tiny_model_dir),
+# Mistral with a sliding window shorter than the test prompts, Qwen2 with q/k/v biases.
+TINY = ["llama", "mistral", "qwen2"]
+
+
+def _tiny_family_dir(family, llama_dir, out):
+    import transformers
+
+    torch.manual_seed(0)
+    base = transformers.AutoConfig.from_pretrained(llama_dir).to_dict()
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "rope_theta", "bos_token_id", "eos_token_id",
+            "tie_word_embeddings")
+    common = {k: base[k] for k in keep if k in base}
+    common.setdefault("rope_theta", 10000.0)
+    if family == "mistral":
+        config, cls = transformers.MistralConfig(**common, sliding_window=32), transformers.MistralForCausalLM
+    else:
+        config, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
+    model = cls(config).eval()
+    if family == "qwen2":  # HF initialises the biases to zero; random ones make the test see them
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0, 0.5)
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(llama_dir).save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="module")
-def real(default_model_dir):
-    return _engine(default_model_dir)
+def engines(tiny_model_dir, default_model_dir, tmp_path_factory):
+    """name ("real", or a TINY family) -> (Engine, HF model), each built once per module."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            if name == "real":
+                path = default_model_dir
+            elif name == "llama":
+                path = tiny_model_dir
+            else:
+                path = _tiny_family_dir(name, tiny_model_dir, tmp_path_factory.mktemp(f"tiny-{name}"))
+            made[name] = _engine(path)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=TINY)
+def tiny(request, engines):
+    return engines(request.param)
+
+
+@pytest.fixture(scope="module")
+def real(engines):
+    return engines("real")
 
 
 def _hf_logits(model, ids):
@@ -56,9 +105,9 @@ def _blend_logits(engine, prefix, chunks, suffix, plan):
     return gen.logits(res.hidden), res.recomputed, kv
 
 
-@pytest.mark.parametrize("which", ["tiny", "real"])
-def test_forward_matches_hugging_face(which, request):
-    engine, model = request.getfixturevalue(which)
+@pytest.mark.parametrize("which", TINY + ["real"])
+def test_forward_matches_hugging_face(which, engines):
+    engine, model = engines(which)
     ids = torch.randint(3, engine.gen.spec.vocab_size, (61,), generator=torch.Generator().manual_seed(1))
     ref = _hf_logits(model, ids)
     kv = new_working_kv(engine, compute_prefix(engine, ids[:10].tolist()), 51)
@@ -75,9 +124,10 @@ def test_decode_steps_match_hugging_face(tiny):
         torch.testing.assert_close(engine.step(kv, int(ids[i]), i), ref[i], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which,deviation", [("tiny", "probe"), ("tiny", "v"), ("tiny", "vattn"), ("real", "probe"), ("real", "vattn")])
-def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, request):
-    engine, model = request.getfixturevalue(which)
+@pytest.mark.parametrize("which,deviation", [(f, d) for f in TINY for d in ("probe", "v", "vattn")]
+                         + [("real", "probe"), ("real", "vattn")])
+def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, engines):
+    engine, model = engines(which)
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
@@ -183,7 +233,8 @@ def test_maskless_causal_prefill_equals_the_position_masked_one(tiny, packed):
         ids = torch.tensor(chunks[0] + chunks[1])
         pos, seg = torch.arange(len(prefix), len(prefix) + ids.numel()), None
     fast = new_working_kv(engine, pre, ids.numel())
-    assert engine._causal_blocks(fast, pos, seg) is not None
+    # A sliding window (Mistral) needs the position mask, so only windowless models go maskless.
+    assert (engine._causal_blocks(fast, pos, seg) is not None) == (engine.gen.spec.sliding_window is None)
     slow = new_working_kv(engine, pre, ids.numel())
     slow.prefix_q = None
     assert engine._causal_blocks(slow, pos, seg) is None
