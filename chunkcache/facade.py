@@ -33,7 +33,9 @@ class ChunkCache:
     >>> cc = ChunkCache(store_dir="./store")
     >>> cc.answer("Who wrote it?", ["passage one ...", {"title": "T", "text": "..."}]).text
 
-    Model work is serialized by an internal lock, so one instance may be shared by threads.
+    One instance may be shared by threads. Model work is serialized by the model lock; the
+    corpus has its own reader-writer lock (retrieval and document reads run together and while
+    the model works; ingest and delete run alone); the KV store locks itself (`locked_corpus.py`).
     """
 
     def __init__(self, store_dir: str | Path | None = None, model: str | None = None, config: CacheConfig | None = None, **overrides):
@@ -60,7 +62,7 @@ class ChunkCache:
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
         self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock)
-        self._documents = DocumentService(root / "corpus", tokenizer, self.prompt, self.chunks, self._lock)
+        self._documents = DocumentService(root / "corpus", tokenizer, self.prompt, self.chunks)
 
     # -- chunk KV -------------------------------------------------------------------------------
     @property

@@ -141,3 +141,30 @@ def test_threads_hammering_add_delete_query_list_keep_invariants(tmp_path: Path,
             corpus.get_document(doc_id)
         assert doc_id not in {h.doc_id for h in corpus.search(word(doc_id), top_k=5, order="score")}
     corpus.close()
+
+
+def test_retrieval_and_document_reads_run_while_the_model_works(tmp_path, tiny_model_dir):
+    """The corpus lock is not the model lock: with the model busy (its lock held, as during a
+    generation), search, get, list and counts still answer; a document write does too."""
+    from chunkcache.config import CacheConfig
+    from chunkcache.facade import ChunkCache
+
+    cc = ChunkCache(config=CacheConfig(store_dir=str(tmp_path), model=str(tiny_model_dir)))
+    cc.add_documents([doc("a", word("a")), doc("b", word("b"))])
+    results = {}
+
+    def reads():
+        results["hits"] = [h.doc_id for h in cc.retrieve(word("b"), top_k=1)]
+        results["doc"] = cc.get_document("a").id
+        results["listed"] = [d.id for d in cc.list_documents()]
+        cc.add_documents([doc("c", word("c"))])
+        results["deleted"] = cc.delete_document("a") is not None
+        results["counts"] = cc._documents.counts()
+
+    with cc._lock:  # the model lock, held as a generation holds it
+        t = threading.Thread(target=reads)
+        t.start()
+        t.join(120)
+        assert not t.is_alive(), "corpus calls waited for the model lock"
+    assert results == {"hits": ["b"], "doc": "a", "listed": ["a", "b"], "deleted": True, "counts": (2, 2)}
+    cc.close()
