@@ -60,7 +60,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
         "(2) fidelity to full, F1 against gold, first-token agreement and KL, teacher-forced agreement (with 95% bootstrap "
         "intervals) for each recompute ratio with two selections (the default and vattn, the previous default; pareto.png "
         "plots speedup vs fidelity for both) and the adaptive ratio, on the examples as given; (3) with --kernels, the kernel "
-        "micro-benchmark. Writes DIR/bench.json, DIR/summary.md and PNG plots. The default preset takes about 15 minutes on 2 CPU cores, --quick about 3.")
+        "micro-benchmark; (4) decode speed after the first token and the peak memory one answer adds, per mode and for HF "
+        "generate. Writes DIR/bench.json, DIR/summary.md and PNG plots. The default preset takes about 15 minutes on 2 CPU cores, --quick about 3.")
     p.add_argument("--data", required=True, help="QA JSONL (question, answers, passages[{title,text}]), or a shared set by name: 2wikimqa, hotpotqa, hotpotqa_fullwiki, musique")
     p.add_argument("--out", required=True, help="output directory for bench.json, summary.md and the plots")
     p.add_argument("--quick", action="store_true", help="the short preset: sizes 2,5,10, one repeat, 3 examples (about 3 minutes)")
@@ -80,6 +81,9 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--adaptive-coverage", type=float, default=0.5, help="the adaptive run's deviation coverage (default: %(default)s)")
     t.add_argument("--adaptive-max-ratio", type=float, default=0.3, help="the adaptive run's cap on the ratio (default: %(default)s)")
     t.add_argument("--max-new-tokens", type=int, default=16, help="answer length in the quality sweep (default: %(default)s)")
+    t.add_argument("--decode-tokens", type=int, default=32,
+                   help="answer length of the decode-speed (tokens/s after the first, at 10 chunks) and peak-memory (largest size) "
+                   "runs of full, reuse, blend and HF generate; 0 skips them (default: %(default)s)")
     t.add_argument("--peers", type=_peers, default=PEERS, help="peers to time: hf,llamacpp or none (default: hf,llamacpp)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
@@ -96,7 +100,7 @@ def spec_from_args(args):
         sizes=args.sizes or preset["sizes"], chunk_tokens=args.chunk_tokens,
         repeats=args.repeats or preset["repeats"], quality_limit=args.limit or preset["limit"],
         quality_ratios=args.ratios, adaptive_coverage=args.adaptive_coverage, adaptive_max_ratio=args.adaptive_max_ratio,
-        max_new_tokens=args.max_new_tokens, peers=args.peers, kernels=args.kernels,
+        max_new_tokens=args.max_new_tokens, decode_tokens=args.decode_tokens, peers=args.peers, kernels=args.kernels,
         kernel_repeats=preset["kernel_repeats"], progress=not args.quiet,
     )
 

@@ -159,6 +159,21 @@ def format_figures(plots: list[str]) -> list[str]:
         ([f"", f"![speed vs fidelity](pareto.png)"] if "pareto.png" in plots else [])
 
 
+def format_decode(decode: dict) -> list[str]:
+    rows = []
+    for name, r in decode["variants"].items():
+        rate = "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}"
+        per = "-" if r["ms_per_token"] is None else f"{r['ms_per_token']:.0f}"
+        peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        rows.append([name, rate, per, ", ".join(map(str, r["tokens"])), peak])
+    lines = [f"### Decode speed at {decode['chunks']} chunks, peak memory at {decode['memory_chunks']} chunks "
+             f"(greedy answers of up to {decode['max_new_tokens']} tokens, median of {decode['repeats']})", ""]
+    lines += _table(["variant", "tokens/s after the first", "ms/token", "tokens decoded", f"peak MiB @{decode['memory_chunks']}"], rows)
+    lines += ["", "peak = resident memory one whole answer adds above the level before it (RSS polled every ms after "
+              "malloc_trim; the CUDA allocator's peak on a GPU). blend's first decode steps repair context tokens."]
+    return lines
+
+
 def format_kernels(kernels: list[dict]) -> list[str]:
     rows = [[k["op"], k["impl"], f"{k['median_ms']:.3f}", f"{k['p95_ms']:.3f}", k["shape"]] for k in kernels]
     return ["### Kernels (chunkcache.kernels.bench)", ""] + _table(["op", "impl", "median ms", "p95 ms", "shape"], rows)
@@ -176,6 +191,8 @@ def format_summary(result: dict, plots: list[str] | tuple[str, ...] = ()) -> str
         "",
     ]
     lines += format_ttft(result["ttft"]) + [""] + format_quality(result["quality"])
+    if result.get("decode"):
+        lines += [""] + format_decode(result["decode"])
     selections = format_selections(result["quality"])
     if selections:
         lines += [""] + selections

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from tqdm.auto import tqdm
 
 from chunkcache.bench.contexts import BenchContext, build_context
+from chunkcache.bench.decode import measure_decode
 from chunkcache.bench.peers import hf_generate_variant, hf_status, load_llamacpp
 from chunkcache.bench.variants import PEERS, Sample, chunkcache_variant
 from chunkcache.config import DEVIATIONS, BlendConfig, CacheConfig
@@ -48,6 +49,7 @@ class BenchSpec:
     adaptive_coverage: float = 0.5
     adaptive_max_ratio: float = 0.3
     max_new_tokens: int = 16
+    decode_tokens: int = 32  # answer length of the decode-speed and peak-memory runs; 0 = skip them
     peers: tuple[str, ...] = PEERS
     kernels: bool = False
     kernel_repeats: int = 20
@@ -59,6 +61,8 @@ class BenchSpec:
         if self.chunk_tokens < 8 or self.repeats < 1 or self.quality_limit < 1 or self.max_new_tokens < 1:
             raise ConfigError(f"need chunk_tokens >= 8, repeats, quality_limit and max_new_tokens >= 1; got "
                               f"{self.chunk_tokens}, {self.repeats}, {self.quality_limit}, {self.max_new_tokens}")
+        if self.decode_tokens < 0 or self.decode_tokens == 1:
+            raise ConfigError(f"decode_tokens must be 0 (skip) or at least 2 (a first token and one decoded), got {self.decode_tokens}")
         for r in (*self.ttft_ratios, *self.quality_ratios, self.adaptive_max_ratio):
             if not 0.0 <= r <= 1.0:
                 raise ConfigError(f"recompute ratios must be in [0, 1], got {r}")
@@ -117,12 +121,17 @@ def _variants(cache, spec: BenchSpec, n_ctx: int):
     return variants, statuses, closers
 
 
-def measure_ttft(cache, examples, spec: BenchSpec) -> dict:
-    """Median and p95 TTFT of every variant at every context size, modes interleaved per repeat."""
+def bench_contexts(cache, examples, spec: BenchSpec) -> dict[int, BenchContext]:
+    """One question over the first n chunks, for every size n of the sweep."""
     tok = cache.generator.tokenizer
     base = build_context(examples, lambda s: tok(s, add_special_tokens=False)["input_ids"],
                          lambda ids: tok.decode(ids), max(spec.sizes), spec.chunk_tokens)
-    contexts: dict[int, BenchContext] = {n: replace(base, chunks=base.chunks[:n]) for n in sorted(spec.sizes)}
+    return {n: replace(base, chunks=base.chunks[:n]) for n in sorted(spec.sizes)}
+
+
+def measure_ttft(cache, contexts: dict[int, BenchContext], spec: BenchSpec) -> dict:
+    """Median and p95 TTFT of every variant at every context size, modes interleaved per repeat."""
+    base = contexts[max(contexts)]
     cache.warm([Passage(c) for c in base.chunks], progress=spec.progress, desc="bench warm-up")
     chunk_lengths = [len(cache.prompt.passage_ids(Passage(c))) for c in base.chunks]
     n_ctx = len(cache.prompt.prefix_ids) + sum(chunk_lengths) + 2 * len(cache.prompt.suffix_ids(base.question)) + 64
@@ -236,7 +245,13 @@ def run_bench(spec: BenchSpec) -> dict:
     cache = ChunkCache(config=bench_cache_config(spec))
     try:
         result["model"] = {"dir": str(cache.model_dir), "fingerprint": cache.generator.fingerprint, **asdict(cache.generator.spec)}
-        result["ttft"] = measure_ttft(cache, examples, spec)
+        contexts = bench_contexts(cache, examples, spec)
+        result["ttft"] = measure_ttft(cache, contexts, spec)
+        if spec.decode_tokens:
+            sizes = sorted(contexts)
+            headline = 10 if 10 in contexts else sizes[len(sizes) // 2]
+            result["decode"] = measure_decode(cache, contexts[headline], contexts[sizes[-1]], cache.config.blend.recompute_ratio,
+                                              hf="hf" in spec.peers, max_new_tokens=spec.decode_tokens, repeats=spec.repeats)
         result["quality"] = measure_quality(cache, examples[: spec.quality_limit], spec)
         result["kernels"] = measure_kernels(cache, spec) if spec.kernels else None
         result["store"] = store_description(cache)

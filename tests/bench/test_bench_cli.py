@@ -41,7 +41,7 @@ def test_quick_bench_writes_json_summary_and_plots(tmp_path, default_model_dir, 
     out = tmp_path / "bench"
     rc = main([
         "bench", "--data", str(DEMO_QA), "--out", str(out), "--quick", "--limit", "2", "--sizes", "2,5", "--chunk-tokens", "128",
-        "--repeats", "1", "--ratios", "0,0.15,1", "--selections", "probe,vattn", "--max-new-tokens", "6", "--model", str(default_model_dir),
+        "--repeats", "1", "--ratios", "0,0.15,1", "--selections", "probe,vattn", "--max-new-tokens", "6", "--decode-tokens", "4", "--model", str(default_model_dir),
         "--store", str(tmp_path / "store"), "--quiet",
     ])
     assert rc == 0
@@ -70,11 +70,18 @@ def test_quick_bench_writes_json_summary_and_plots(tmp_path, default_model_dir, 
         assert runs[name]["fidelity"] == 1.0 and runs[name]["first_token_kl"] < 1e-4 and runs[name]["teacher_agreement"] == 1.0
     for rep in runs.values():
         assert rep["fidelity_lo"] <= rep["fidelity"] <= rep["fidelity_hi"]
+    decode = report["decode"]
+    assert decode["chunks"] == 5 and decode["memory_chunks"] == 5 and decode["max_new_tokens"] == 4
+    assert set(decode["variants"]) == {"full", "reuse", "blend@0.15", "hf_generate"}
+    for name, row in decode["variants"].items():
+        assert all(1 <= t <= 3 for t in row["tokens"]), (name, row)
+        assert row["tokens_per_s"] > 0 and row["peak_mib"] is not None, (name, row)
     assert report["store"]["tiers"] == ["lmdb"]  # memory tier off: every load reads LMDB
     for name in ("ttft_vs_chunks.png", "fidelity_vs_ratio.png", "pareto.png"):
         img = matplotlib.image.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
     summary = (out / "summary.md").read_text()
     assert "| blend@0.15 |" in summary and "| blend[vattn]@0.15 |" in summary and "| hf_generate |" in summary
+    assert "### Decode speed at 5 chunks, peak memory at 5 chunks" in summary
     assert "### Selection probe (default) vs vattn" in summary and "- [pareto.png](pareto.png)" in summary
     assert summary in capsys.readouterr().out
