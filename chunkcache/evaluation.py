@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from chunkcache.config import DEVIATIONS, DIAGNOSTIC_DEVIATIONS, BlendConfig
 from chunkcache.errors import InvalidRequestError
 from chunkcache.scores import best_over, exact_match, kl_divergence, token_f1
-from chunkcache.stats import bootstrap_ci, median_ratio
+from chunkcache.stats import bootstrap_ci, median_ratio, percentile
 from chunkcache.types import MODES
 
 # The public QA samples shipped beside the repository (../shared/data/qa/, see SOURCES.md there).
@@ -151,11 +151,6 @@ class RunSamples:
     ttft_s: list[float] = field(default_factory=list)
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-
-
 def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_resamples: int = 2000, seed: int = 0) -> dict:
     """Means over the examples; fidelity, first_token_kl, teacher_agreement and ttft_speedup also get
     <metric>_lo and <metric>_hi, a 95% percentile-bootstrap interval over the examples.
@@ -172,7 +167,7 @@ def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_
     out: dict = {"n": len(s.ttft_s), "f1": mean(s.f1), "em": mean(s.em), "fidelity": mean(s.fidelity),
                  "first_token_agreement": mean(s.first_token_agreement), "first_token_kl": mean(s.first_token_kl),
                  "teacher_agreement": mean(s.teacher_agreement) if s.teacher_agreement else None,
-                 "ttft_median_s": statistics.median(s.ttft_s), "ttft_p95_s": _p95(s.ttft_s),
+                 "ttft_median_s": statistics.median(s.ttft_s), "ttft_p95_s": percentile(s.ttft_s, 0.95),
                  "ttft_speedup": median_ratio(pairs) if timed else None, "timed": timed,
                  "recomputed_share": mean(s.recomputed_share), "cache_hit_ratio": mean(s.cache_hit_ratio)}
     samples = {"fidelity": s.fidelity, "first_token_kl": s.first_token_kl, "teacher_agreement": s.teacher_agreement}

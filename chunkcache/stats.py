@@ -1,5 +1,7 @@
-"""Percentile-bootstrap confidence intervals: is a difference between two runs signal or noise?"""
+"""Summary statistics shared by the evaluation, the benches and the store: the one percentile
+definition (nearest rank), and bootstrap intervals (is a difference between two runs signal or noise?)."""
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -9,6 +11,18 @@ import numpy as np
 from chunkcache.errors import ConfigError, InvalidRequestError
 
 T = TypeVar("T")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least a share `q` of the values at or
+    below it (q in [0, 1]; q = 0.5 of an even count is the lower middle). Every p50/p95/p99 of
+    the project is this one."""
+    if not values:
+        raise InvalidRequestError("percentile needs at least one value, got an empty sequence")
+    if not 0.0 <= q <= 1.0:
+        raise InvalidRequestError(f"q must be in [0, 1], got {q}")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def bootstrap_ci(

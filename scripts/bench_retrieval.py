@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from chunkcache.retrieval import ChunkerConfig, Corpus, CorpusConfig, Document, Embedder
+from chunkcache.stats import percentile
 
 # name -> (title_in_embedding, retrieval). Variants that share title_in_embedding share one
 # ingested corpus, reopened with another retrieval mode (retrieval is a query-time setting).
@@ -107,7 +108,7 @@ def evaluate(name: str, directory: str, examples: list[Example], tokenizer: obje
         recall={k: found[k] / total for k in ks},
         all_found={k: complete[k] / len(examples) for k in ks},
         p50_ms=statistics.median(latencies) * 1e3,
-        p95_ms=statistics.quantiles(latencies, n=20)[18] * 1e3,
+        p95_ms=percentile(latencies, 0.95) * 1e3,
     )
 
 

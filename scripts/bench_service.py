@@ -23,6 +23,7 @@ from chunkcache.api import BackgroundServer, ServiceConfig, create_app
 from chunkcache.config import CacheConfig
 from chunkcache.facade import ChunkCache
 from chunkcache.retrieval import load_paths
+from chunkcache.stats import percentile
 
 CORPUS = [
     ("harbour", "The harbour at Kestrel Bay",
@@ -77,8 +78,8 @@ class Level:
     ttfts_s: tuple[float, ...]
 
     def row(self) -> str:
-        lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.zeros(1)
-        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        lat = [t * 1000 for t in self.latencies_s] or [0.0]
+        p50, p95, p99 = (percentile(lat, q) for q in (0.50, 0.95, 0.99))
         ttft = 1000 * float(np.mean(self.ttfts_s)) if self.ttfts_s else float("nan")
         return (f"| {self.mode} | {self.concurrency} | {self.requests} | {self.ok} | {self.rejected + self.failed} | "
                 f"{self.ok / self.wall_s:.2f} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {ttft:.0f} |")

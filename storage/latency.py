@@ -1,9 +1,10 @@
 """Running latency summary: mean over every sample, percentiles over the most recent ones."""
 
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass
+
+from chunkcache.stats import percentile
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,5 @@ class LatencyRecorder:
             return LatencySummary()
         return LatencySummary(
             count=count, total_ms=total, mean_ms=total / count,
-            p50_ms=_percentile(recent, 0.50), p95_ms=_percentile(recent, 0.95),
+            p50_ms=percentile(recent, 0.50), p95_ms=percentile(recent, 0.95),
         )
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    rank = min(len(ordered), max(1, math.ceil(q * len(ordered)))) - 1
-    return ordered[rank]

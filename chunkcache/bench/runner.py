@@ -10,7 +10,6 @@ The store is warm (written before timing, pages in the OS cache), which is the s
 of a server whose corpus was precomputed.
 """
 
-import math
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 
@@ -24,6 +23,7 @@ from chunkcache.config import DEVIATIONS, BlendConfig, CacheConfig
 from chunkcache.errors import ConfigError
 from chunkcache.evaluation import RunSpec, blend_name, evaluate, load_examples, resolve_data
 from chunkcache.prompt import Passage
+from chunkcache.stats import percentile
 
 
 def default_selections() -> tuple[str, ...]:
@@ -80,18 +80,13 @@ def bench_cache_config(spec: BenchSpec) -> CacheConfig:
     return CacheConfig(store_dir=spec.store, model=spec.model, memory_bytes=0, persist=True)
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
-
-
 def summarize(samples: list[Sample]) -> dict:
     ttfts = [s.ttft_s for s in samples]
     loads = [s.load_s for s in samples if s.load_s is not None]
     return {
         "n": len(ttfts),
         "median_s": statistics.median(ttfts),
-        "p95_s": p95(ttfts),
+        "p95_s": percentile(ttfts, 0.95),
         "load_median_s": statistics.median(loads) if loads else None,
         "prompt_tokens": samples[0].prompt_tokens,
         "samples_s": [round(t, 5) for t in ttfts],

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from chunkcache.bench.report import format_summary, write_json, write_summary
-from chunkcache.bench.runner import BenchSpec, default_selections, p95, quality_runs, rotated, summarize
+from chunkcache.bench.runner import BenchSpec, default_selections, quality_runs, rotated, summarize
 from chunkcache.bench.variants import Sample
 from chunkcache.config import BlendConfig
 from chunkcache.errors import ConfigError
@@ -52,12 +52,6 @@ def fake_result(kernels: bool = False) -> dict:
                     "default_selection": "probe"},
         "kernels": [{"op": "rerotate", "impl": "reference", "median_ms": 1.5, "p95_ms": 2.0, "shape": "[30, 3, 2560, 64]"}] if kernels else None,
     }
-
-
-def test_p95_is_the_nearest_rank():
-    assert p95([1.0]) == 1.0
-    assert p95([float(i) for i in range(1, 21)]) == 19.0
-    assert p95([3.0, 1.0, 2.0]) == 3.0
 
 
 def test_summarize_reports_median_p95_and_load():
