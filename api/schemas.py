@@ -15,8 +15,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-Mode = Literal["full", "reuse", "blend", "ape"]
-Order = Literal["score", "document"]
+from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+
+Mode = Literal[MODES]
+Order = Literal[ORDERS]
 
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16 * 1024
@@ -151,7 +153,7 @@ class IngestRequest(Strict):
 
 # -- answering ------------------------------------------------------------------------------
 class GenerationOptions(Strict):
-    mode: Mode = "blend"
+    mode: Mode = DEFAULT_MODE
     recompute_ratio: float | None = Field(default=None, ge=0.0, le=1.0, description="blend only; default from the cache config")
     max_new_tokens: Int = Field(default=32, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 = greedy")
@@ -163,7 +165,7 @@ class GenerationOptions(Strict):
 class QueryRequest(GenerationOptions):
     question: Text = Field(min_length=1, max_length=8000, pattern=r"\S", description="must hold a non-whitespace character")
     top_k: Int = Field(default=5, ge=1)
-    order: Order = "score"
+    order: Order = DEFAULT_ORDER
 
 
 PassageText = Annotated[Text, Field(min_length=1, pattern=r"\S", description="must hold a non-whitespace character")]

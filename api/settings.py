@@ -6,7 +6,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from chunkcache.errors import ConfigError
+from chunkcache.errors import ConfigError, check_int
 from chunkcache.marked import DocumentMarkers
 
 ENV_PREFIX = "CHUNKCACHE_"
@@ -48,16 +48,16 @@ class ServiceConfig:
     def __post_init__(self):
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
-        _check_int("port", self.port, 0, 65535)
+        check_int("port", self.port, 0, 65535)
         if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 8 or self.api_key != self.api_key.strip()):
             raise ConfigError("api_key must be a string of at least 8 characters without surrounding spaces, or None")
-        _check_int("queue_size", self.queue_size, 1, 10_000)
-        _check_int("workers", self.workers, 1, 64)
+        check_int("queue_size", self.queue_size, 1, 10_000)
+        check_int("workers", self.workers, 1, 64)
         if isinstance(self.request_timeout_s, bool) or not isinstance(self.request_timeout_s, (int, float)) or not 0 < self.request_timeout_s <= 3600:
             raise ConfigError(f"request_timeout_s must be a number in (0, 3600], got {self.request_timeout_s!r}")
-        _check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
-        _check_int("max_top_k", self.max_top_k, 1, 100)
-        _check_int("max_new_tokens_limit", self.max_new_tokens_limit, 1, 1 << 16)
+        check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
+        check_int("max_top_k", self.max_top_k, 1, 100)
+        check_int("max_new_tokens_limit", self.max_new_tokens_limit, 1, 1 << 16)
         if self.ingest_root is not None:
             if not isinstance(self.ingest_root, str) or not os.path.isabs(self.ingest_root):
                 raise ConfigError(f"ingest_root must be an absolute directory path or None, got {self.ingest_root!r}")
@@ -66,7 +66,7 @@ class ServiceConfig:
         if self.redis_url is None and (self.redis_prefix, self.redis_ttl_s, self.redis_timeout_s) != (None, None, None):
             raise ConfigError("redis_prefix, redis_ttl_s and redis_timeout_s need redis_url (CHUNKCACHE_REDIS_URL or --redis-url)")
         self.redis  # validates the Redis settings now, not at first use
-        _check_int("max_document_chars", self.max_document_chars, 1, 1 << 24)
+        check_int("max_document_chars", self.max_document_chars, 1, 1 << 24)
         if (self.document_open is None) != (self.document_close is None):
             raise ConfigError(f"document_open and document_close are set together or not at all, got "
                               f"{self.document_open!r} and {self.document_close!r}")
@@ -120,8 +120,3 @@ def _parse(name: str, raw: str, kind) -> object:
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")

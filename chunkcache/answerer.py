@@ -13,10 +13,11 @@ from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
 from chunkcache.engine import Engine
 from chunkcache.errors import ContextTooLongError, InvalidRequestError
+from chunkcache.names import DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.recompute import BlendPlan
 from chunkcache.sampling import Sampler, SamplingParams
-from chunkcache.types import MODES, Answer, PassageHit, Timings
+from chunkcache.types import Answer, PassageHit, Timings
 
 
 def blend_plan(cfg: BlendConfig, ratio: float, chunk_ids: Sequence[Sequence[int]]) -> BlendPlan:
@@ -47,7 +48,7 @@ class Answerer:
         self.chunks = chunks
         self._lock = lock
 
-    def answer(self, question: str, passages: Sequence, mode: str = "blend", recompute_ratio: float | None = None,
+    def answer(self, question: str, passages: Sequence, mode: str = DEFAULT_MODE, recompute_ratio: float | None = None,
                max_new_tokens: int = 32, sampling: SamplingParams | None = None,
                on_token: Callable[[str], None] | None = None, return_logprobs: bool = False,
                hits_meta: Sequence[dict] | None = None, blend: BlendConfig | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chunkcache.bench.cli import add_bench_parser
 from chunkcache.errors import ChunkCacheError
+from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
 
 DEFAULT_STORE = os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store")
 DEMO_QA = Path(__file__).parent / "demo" / "demo_qa.jsonl"
@@ -27,7 +28,7 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache")
     g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
-    g.add_argument("--codec", default="fp16", choices=["fp16", "bf16", "int8", "int4"], help="how chunk KV is stored (default: %(default)s)")
+    g.add_argument("--codec", default=DEFAULT_CODEC, choices=CODECS, help="how chunk KV is stored (default: %(default)s)")
     g.add_argument("--zstd-level", type=int, default=0, help="zstd level for stored KV, 0 = off; pays off with bf16/int4 (default: %(default)s)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--passage", action="append", help="a passage text (repeatable)")
     p.add_argument("--passage-file", dest="passage_files", action="append", default=[], help="a text file used as one passage (repeatable)")
-    p.add_argument("--mode", default="blend", choices=["full", "reuse", "blend", "ape"])
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     p.add_argument("--recompute-ratio", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
@@ -337,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Retrieve the top-k chunks for the question, load (or compute) their KV caches and answer.")
     p.add_argument("question")
     p.add_argument("--top-k", type=int, default=5, help="chunks to retrieve (default: %(default)s)")
-    p.add_argument("--order", choices=["score", "document"], default="score", help="prompt order of the chunks (default: %(default)s)")
-    p.add_argument("--mode", default="blend", choices=["full", "reuse", "blend", "ape"])
+    p.add_argument("--order", choices=ORDERS, default=DEFAULT_ORDER, help="prompt order of the chunks (default: %(default)s)")
+    p.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     p.add_argument("--recompute-ratio", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")

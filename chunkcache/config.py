@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chunkcache.errors import ConfigError
+from chunkcache.names import CODECS, DEFAULT_CODEC
 from chunkcache.prompt import PromptConfig
 
 if TYPE_CHECKING:  # importing chunkcache.storage pulls in torch; config stays light
     from chunkcache.storage.redis_config import RedisConfig
 
-CODECS = ("fp16", "bf16", "int8", "int4")
 # Where the model and every tensor of a request live ("cuda:N" picks a GPU), and the model's
 # (and working cache's) dtype. RoPE angles, scores and logits stay float32 whatever the dtype.
 DEVICES = ("cpu", "cuda")
@@ -112,7 +112,7 @@ class CacheConfig:
     model: str | None = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
-    codec: str = "fp16"
+    codec: str = DEFAULT_CODEC
     # zstd saves under 10% on fp16/int8 KV and slows loads 2-3x; worth it for bf16 and int4.
     zstd_level: int | None = None
     memory_bytes: int = 512 * 2**20

@@ -6,6 +6,7 @@ from pathlib import Path
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.errors import InvalidRequestError
 from chunkcache.locked_corpus import LockedCorpus
+from chunkcache.names import DEFAULT_ORDER
 from chunkcache.prompt import Passage, PromptBuilder
 
 
@@ -52,7 +53,7 @@ class DocumentService:
         ids = [self._prompt.passage_ids(Passage(r.text, r.title)) for r in records]
         return self._chunks.warm(ids, progress=progress, desc="warm corpus", on_progress=on_progress, verify=verify)
 
-    def retrieve(self, question: str, top_k: int = 5, order: str = "score"):
+    def retrieve(self, question: str, top_k: int = 5, order: str = DEFAULT_ORDER):
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
             raise InvalidRequestError(f"top_k must be an integer in [1, 100], got {top_k!r}")
         return self._corpus.search(question, top_k=top_k, order=order)

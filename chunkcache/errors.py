@@ -34,3 +34,11 @@ class NotFoundError(ChunkCacheError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+def check_int(name: str, value, low: int, high: int | None = None, error: type[ChunkCacheError] = ConfigError) -> None:
+    """Raise `error` naming `name` and the value unless `value` is an int (a bool is not) in
+    [low, high] (no upper bound when high is None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise error(f"{name} must be an int {bound}, got {value!r}")

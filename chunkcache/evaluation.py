@@ -15,7 +15,7 @@ from chunkcache.config import DEVIATIONS, DIAGNOSTIC_DEVIATIONS, BlendConfig
 from chunkcache.errors import InvalidRequestError
 from chunkcache.scores import best_over, exact_match, kl_divergence, token_f1
 from chunkcache.stats import bootstrap_ci, median_ratio, percentile
-from chunkcache.types import MODES
+from chunkcache.names import MODES
 
 # The public QA samples shipped beside the repository (../shared/data/qa/, see SOURCES.md there).
 QA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa"

@@ -20,6 +20,7 @@ from chunkcache.document_service import DocumentService
 from chunkcache.engine import ApeParams, Engine
 from chunkcache.errors import InvalidRequestError
 from chunkcache.model import Generator
+from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER
 from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.sampling import SamplingParams
@@ -86,7 +87,7 @@ class ChunkCache:
         self,
         question: str,
         passages: Sequence,
-        mode: str = "blend",
+        mode: str = DEFAULT_MODE,
         recompute_ratio: float | None = None,
         max_new_tokens: int = 32,
         sampling: SamplingParams | None = None,
@@ -143,11 +144,11 @@ class ChunkCache:
         verify: also recompute entries whose checksum fails."""
         return self._documents.warm(progress=progress, on_progress=on_progress, verify=verify)
 
-    def retrieve(self, question: str, top_k: int = 5, order: str = "score"):
+    def retrieve(self, question: str, top_k: int = 5, order: str = DEFAULT_ORDER):
         """Retrieval alone: the best chunks for `question` (retrieval.ChunkHit list)."""
         return self._documents.retrieve(question, top_k=top_k, order=order)
 
-    def query(self, question: str, top_k: int = 5, mode: str = "blend", order: str = "score", **kwargs) -> Answer:
+    def query(self, question: str, top_k: int = 5, mode: str = DEFAULT_MODE, order: str = DEFAULT_ORDER, **kwargs) -> Answer:
         """Retrieve the `top_k` chunks for `question` from the corpus and answer over them.
 
         order: "score" (best first) or "document" (by document id and chunk ordinal). Other

@@ -3,8 +3,6 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-MODES = ("full", "reuse", "blend", "ape")
-
 
 @dataclass(frozen=True)
 class Timings:

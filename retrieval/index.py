@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError
+from chunkcache.errors import ConfigError, InvalidRequestError, NotFoundError, StorageError, check_int
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
 
@@ -55,9 +55,7 @@ class IndexConfig:
             raise ConfigError(f"index kind must be one of {KINDS}, got {self.kind!r}")
         for name in ("auto_flat_limit", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
                      "ivf_train_min", "ivf_nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not 0.0 < self.compact_fraction <= 1.0:
             raise ConfigError(f"compact_fraction must be in (0, 1], got {self.compact_fraction!r}")
 
@@ -66,8 +64,7 @@ class VectorIndex:
     """Inner-product search over ``[n, dim]`` float32 vectors keyed by unique int64 ids."""
 
     def __init__(self, dim: int, config: IndexConfig = IndexConfig()):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ConfigError(f"dim must be an int >= 1, got {dim!r}")
+        check_int("dim", dim, 1)
         self.dim = dim
         self.config = config
         self._index = self._build("flat" if config.kind in ("auto", "ivf") else config.kind, None)
@@ -144,8 +141,7 @@ class VectorIndex:
         ``k' = min(k, len(self))``; HNSW/IVF may pad a row with id -1 (score -inf-ish) when
         they find fewer live neighbours than asked.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidRequestError(f"k must be an int >= 1, got {k!r}")
+        check_int("k", k, 1, error=InvalidRequestError)
         queries = self._check_vectors(vectors, "queries")
         k = min(k, len(self._ids))
         if k == 0:

@@ -24,11 +24,11 @@ import torch
 import zstandard
 
 from chunkcache.errors import ConfigError, CorruptEntryError
+from chunkcache.names import CODECS
 from chunkcache.storage import quant
 from chunkcache.storage.payload import FLOAT_CODECS, Payload
-from chunkcache.storage.header import CODEC_IDS, HEADER_SIZE, KVHeader, pack_header, read_header
+from chunkcache.storage.header import HEADER_SIZE, KVHeader, pack_header, read_header
 
-CODECS = tuple(CODEC_IDS)
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _TORCH_DTYPES = {v: k for k, v in _DTYPES.items()}
 _ZSTD_LEVELS = range(1, zstandard.MAX_COMPRESSION_LEVEL + 1)
@@ -58,7 +58,7 @@ def payload_size(codec: str, shape: tuple[int, ...]) -> int:
     """Bytes of the uncompressed payload of `codec` for kv of `shape` [L, 2, H, T, d]."""
     L, two, H, T, d = shape
     n = L * two * H * T * d
-    if codec in ("fp16", "bf16"):
+    if codec in FLOAT_CODECS:
         return 2 * n
     scales = 2 * (L * H * d + L * H * T)
     if codec == "int8":

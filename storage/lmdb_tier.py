@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import lmdb
 
-from chunkcache.errors import ConfigError, StorageError
+from chunkcache.errors import ConfigError, StorageError, check_int
 from chunkcache.storage.diskspace import no_space
 from chunkcache.storage.eviction import POLICIES, AccessRecord, choose_victims
 from chunkcache.storage.gate import SharedExclusiveLock
@@ -67,11 +67,11 @@ class LmdbTier:
         access_flush_every: int = 256,
         low_water: float = 0.9,
     ) -> None:
-        _check_int("map_size", map_size, _MIN_MAP_SIZE)
+        check_int("LmdbTier map_size", map_size, _MIN_MAP_SIZE)
         if max_bytes is not None:
-            _check_int("max_bytes", max_bytes, 1)
-        _check_int("max_readers", max_readers, 1)
-        _check_int("access_flush_every", access_flush_every, 1)
+            check_int("LmdbTier max_bytes", max_bytes, 1)
+        check_int("LmdbTier max_readers", max_readers, 1)
+        check_int("LmdbTier access_flush_every", access_flush_every, 1)
         if eviction not in POLICIES:
             raise ConfigError(f"eviction must be one of {POLICIES}, got {eviction!r}")
         if not 0.0 < low_water <= 1.0:
@@ -324,8 +324,3 @@ def _key_page(txn: lmdb.Transaction, db, after: bytes | None) -> list[bytes]:
         keys.append(cursor.key())
         ok = cursor.next()
     return keys
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"LmdbTier {name} must be an int >= {minimum}, got {value!r}")

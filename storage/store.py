@@ -23,7 +23,7 @@ from typing import Iterable
 
 import torch
 
-from chunkcache.errors import ConfigError, CorruptEntryError, StorageError
+from chunkcache.errors import ConfigError, CorruptEntryError, StorageError, check_int
 from chunkcache.storage.diskspace import is_no_space
 from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 from chunkcache.storage.eviction import POLICIES
@@ -63,10 +63,10 @@ class StoreConfig:
         if self.codec not in CODECS:
             raise ConfigError(f"StoreConfig.codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
         CodecSpec(self.codec, self.zstd_level)  # validates zstd_level
-        _check_int("memory_bytes", self.memory_bytes, 0)
-        _check_int("map_size", self.map_size, 32 * 1024)
+        check_int("StoreConfig.memory_bytes", self.memory_bytes, 0)
+        check_int("StoreConfig.map_size", self.map_size, 32 * 1024)
         if self.disk_bytes is not None:
-            _check_int("disk_bytes", self.disk_bytes, 1)
+            check_int("StoreConfig.disk_bytes", self.disk_bytes, 1)
         if self.eviction not in POLICIES:
             raise ConfigError(f"StoreConfig.eviction must be one of {POLICIES}, got {self.eviction!r}")
         if self.path is None and self.memory_bytes == 0:
@@ -276,8 +276,3 @@ class KVStore:
         blob = encode_kv(kv, self.codec)
         self._encode_ms.record((time.perf_counter() - t0) * 1e3)
         return blob
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"StoreConfig.{name} must be an int >= {minimum}, got {value!r}")
