@@ -55,12 +55,12 @@ def sampling(temperature: float | None, top_p: float | None, seed: int | None) -
 def sources(result: Served) -> list[Source]:
     answer = result.answer
     # The computed misses of one answer are written in one transaction: all stored, or none.
-    def stored(hit: bool) -> bool | None:
-        return None if answer.mode == "full" else hit or result.kv_stored
+    def stored(hit: bool | None) -> bool | None:
+        return None if hit is None else hit or result.kv_stored
 
     return [
         Source(index=p.index, doc_id=p.doc_id, ordinal=p.ordinal, score=p.score, title=p.title, tokens=p.tokens,
-               cache_hit=p.hit, stored=stored(p.hit))
+               cache_hit=p.hit, cache=p.cache, stored=stored(p.hit))
         for p in answer.passages
     ]
 

@@ -78,11 +78,12 @@ class ServiceMetrics:
         self.recomputed_tokens.labels(answer.mode).inc(answer.recomputed_tokens)
         if answer.context_tokens:
             self.recompute_ratio.labels(answer.mode).observe(answer.recomputed_tokens / answer.context_tokens)
-        hits = answer.cache_hits
-        self.passages.labels("hit").inc(hits)
-        self.passages.labels("miss").inc(len(answer.passages) - hits)
+        misses = answer.cache_misses
+        self.passages.labels("hit").inc(answer.cache_hits)
+        self.passages.labels("miss").inc(misses)
+        self.passages.labels("not_used").inc(len(answer.passages) - answer.cache_hits - misses)
         if not result.kv_stored:
-            self.not_stored.inc(len(answer.passages) - hits)
+            self.not_stored.inc(misses)
         self.generated_tokens.inc(answer.generated_tokens)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

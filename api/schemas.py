@@ -15,10 +15,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+from chunkcache.names import CACHE_STATES, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
 
 Mode = Literal[MODES]
 Order = Literal[ORDERS]
+CacheState = Literal[CACHE_STATES]
 
 MAX_METADATA_DEPTH = 8
 MAX_METADATA_BYTES = 16 * 1024
@@ -188,7 +189,8 @@ class Source(BaseModel):
     score: float | None = None
     title: str
     tokens: int
-    cache_hit: bool
+    cache_hit: bool | None = Field(description="the passage's KV came from the cache; null in full mode, which does not use the cache")
+    cache: CacheState = Field(description="hit, miss, or 'not used' (full mode)")
     stored: bool | None = Field(description="the passage's KV is in the cache after this answer; false when it was computed but "
                                             "could not be stored (e.g. a full disk); null in full mode, which does not use the cache")
 

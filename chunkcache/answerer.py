@@ -65,7 +65,7 @@ class Answerer:
         t_tok = time.perf_counter() - t_start
 
         with self._lock, torch.inference_mode():
-            cached, hits, lookup_s, warm_s = (None, [False] * len(items), 0.0, 0.0)
+            cached, hits, lookup_s, warm_s = (None, [None] * len(items), 0.0, 0.0)  # full: cache not used
             if mode != "full":
                 cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
             blend = blend or self.config.blend

@@ -195,7 +195,8 @@ def cmd_answer(args) -> int:
     else:
         print(ans.text)
     print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms, total {ans.total_s * 1000:.0f} ms, context {ans.context_tokens} tokens, "
-          f"recomputed {ans.recomputed_tokens}, cache hits {ans.cache_hits}/{len(ans.passages)}", file=sys.stderr)
+          f"recomputed {ans.recomputed_tokens}, " + (f"cache hits {ans.cache_hits}/{len(ans.passages)}" if ans.mode != "full" else "cache not used"),
+          file=sys.stderr)
     return 0
 
 
@@ -234,7 +235,7 @@ def cmd_query(args) -> int:
         cache.close()
     print() if args.stream else print(ans.text)
     for p in ans.passages:
-        print(f"  [{p.index + 1}] {p.doc_id}#{p.ordinal} score {p.score:.4f} {'hit' if p.hit else 'miss'} {p.title}", file=sys.stderr)
+        print(f"  [{p.index + 1}] {p.doc_id}#{p.ordinal} score {p.score:.4f} {p.cache} {p.title}", file=sys.stderr)
     print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms (retrieval {ans.timings.retrieval * 1000:.0f} ms), total {ans.total_s * 1000:.0f} ms, "
           f"context {ans.context_tokens} tokens, recomputed {ans.recomputed_tokens}", file=sys.stderr)
     return 0

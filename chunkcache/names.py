@@ -11,6 +11,9 @@ DEFAULT_CODEC = "fp16"
 MODES = ("full", "reuse", "blend", "ape")
 DEFAULT_MODE = "blend"
 
+# What the cache did for one passage of an answer; full mode never looks at the cache.
+CACHE_STATES = ("hit", "miss", "not used")
+
 # Prompt order of retrieved chunks: best first, or by (document id, ordinal).
 ORDERS = ("score", "document")
 DEFAULT_ORDER = "score"

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from chunkcache.names import CACHE_STATES
+
 
 @dataclass(frozen=True)
 class Timings:
@@ -24,15 +26,21 @@ class Timings:
 
 @dataclass(frozen=True)
 class PassageHit:
-    """Whether a passage's KV came from the cache (`hit`) or was computed for this request."""
+    """Whether a passage's KV came from the cache (`hit` True) or was computed for this request
+    (False); None in full mode, which never looks at the cache. `cache` says the same in words."""
 
     index: int
     tokens: int
-    hit: bool
+    hit: bool | None
     title: str = ""
     doc_id: str | None = None
     ordinal: int | None = None
     score: float | None = None
+
+    @property
+    def cache(self) -> str:
+        """"hit", "miss" or "not used" (full mode)."""
+        return CACHE_STATES[0 if self.hit else 2 if self.hit is None else 1]
 
 
 @dataclass(frozen=True)
@@ -57,4 +65,9 @@ class Answer:
 
     @property
     def cache_hits(self) -> int:
-        return sum(p.hit for p in self.passages)
+        return sum(p.hit is True for p in self.passages)
+
+    @property
+    def cache_misses(self) -> int:
+        """Passages whose KV was computed for this answer (0 in full mode: the cache was not used)."""
+        return sum(p.hit is False for p in self.passages)

@@ -45,7 +45,7 @@ def main() -> None:
             runs.sort(key=lambda a: a["ttft_s"])
             body = runs[len(runs) // 2]
             ttft[mode] = body["ttft_s"]
-            sources = ", ".join(f"{s['doc_id']}#{s['ordinal']}{'' if s['cache_hit'] else ' (miss)'}" for s in body["sources"])
+            sources = ", ".join(f"{s['doc_id']}#{s['ordinal']}{'' if s['cache'] == 'hit' else ' (' + s['cache'] + ')'}" for s in body["sources"])
             print(f"\n[{mode}] TTFT {body['ttft_s'] * 1000:.0f} ms (median of {len(runs)}), context {body['context_tokens']} tokens, "
                   f"recomputed {body['recomputed_tokens']}\n  sources: {sources}\n  A: {body['answer']}")
         print(f"\nblend reached the first token {ttft['full'] / ttft['blend']:.1f}x sooner than a full prefill.")

@@ -103,11 +103,14 @@ def test_query_answers_with_sources(client, mode):
     assert {"doc_id", "ordinal", "score", "title", "cache_hit", "tokens"} <= set(body["sources"][0])
     assert 0 < body["ttft_s"] <= body["total_s"] and body["timings"]["retrieval"] > 0
     assert body["context_tokens"] == sum(s["tokens"] for s in body["sources"])
-    if mode == "full":
+    if mode == "full":  # full mode never looks at the cache: neither hit nor miss
         assert body["recomputed_tokens"] == body["context_tokens"] and body["recompute_ratio"] is None
+        assert all(s["cache"] == "not used" and s["cache_hit"] is None and s["stored"] is None for s in body["sources"])
+        assert body["cache_hits"] == 0
     else:
         assert 0 < body["recomputed_tokens"] < body["context_tokens"]
         assert body["cache_hits"] == sum(s["cache_hit"] for s in body["sources"])
+        assert [s["cache"] for s in body["sources"]] == ["hit" if s["cache_hit"] else "miss" for s in body["sources"]]
 
 
 def test_answer_over_caller_passages(client):
