@@ -9,6 +9,7 @@ import pytest
 from api_support import serving
 
 from chunkcache.api import ServiceConfig
+from chunkcache.errors import ConfigError
 from chunkcache.marked import DocumentMarkers, mark
 from chunkcache.prompt import Passage
 
@@ -135,3 +136,13 @@ def test_schema_carries_the_document_caps(server):
     assert schemas["ChatDocument"]["properties"]["text"]["maxLength"] == 2000
     documents = schemas["ChatRequest"]["properties"]["documents"]
     assert any(branch.get("maxItems") == 6 for branch in documents["anyOf"])
+
+
+def test_marker_settings_are_validated():
+    assert ServiceConfig().document_markers is None  # off unless configured: nothing is guessed
+    assert ServiceConfig.from_env({"CHUNKCACHE_DOCUMENT_OPEN": "[[doc]]", "CHUNKCACHE_DOCUMENT_CLOSE": "[[/doc]]"}).document_markers \
+        == DocumentMarkers("[[doc]]", "[[/doc]]")
+    for bad, needle in (({"document_open": "<d>"}, "set together"), ({"document_open": "<d>", "document_close": "<d>"}, "contain each other"),
+                        ({"max_document_chars": 0}, "max_document_chars")):
+        with pytest.raises(ConfigError, match=needle):
+            ServiceConfig(**bad)

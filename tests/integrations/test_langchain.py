@@ -50,7 +50,7 @@ def test_chain_streams_from_the_service(retriever, server_url):
     assert hits(chunks[-1]) == [True, True]  # the library test's passages, through the same store
 
 
-def test_documents_keyword_and_earlier_turns(cache):
+def test_documents_keyword_and_earlier_turns(cache, server_url):
     model = ChatChunkCache(chunk_cache=cache, max_tokens=4)
     docs = [Document(page_content=d["text"], metadata={"title": d["title"]}) for d in demo_documents()[3:]]
     first = model.invoke([("human", "What does the service offer?")], documents=docs)
@@ -58,3 +58,5 @@ def test_documents_keyword_and_earlier_turns(cache):
                          documents=docs)
     assert hits(first) == [False, False] and hits(again) == [True, True]
     assert again.usage_metadata["input_tokens"] > first.usage_metadata["input_tokens"]
+    served = ChatChunkCache(base_url=server_url, max_tokens=4).invoke("What does the service offer?", documents=docs)
+    assert hits(served) == [True, True] and served.content  # the service, over the same store

@@ -58,8 +58,8 @@ def test_query_engine_reuses_kv_on_the_second_question(cache, index):
           f"{second.metadata['chunkcache']['ttft_s'] * 1000:.0f} ms, second question hits {second.metadata['chunkcache']['hits']}")
 
 
-def test_streaming_query_engine_on_the_service(index, server_url):
-    llm = ChunkCacheLLM(base_url=server_url, max_tokens=6)
+def test_streaming_query_engine(cache, index):
+    llm = ChunkCacheLLM(chunk_cache=cache, max_tokens=6)
     engine = RetrieverQueryEngine(retriever=index.as_retriever(similarity_top_k=2),
                                   response_synthesizer=ChunkCacheSynthesizer(llm, streaming=True))
     response = engine.query("Which tokens does blending recompute?")
