@@ -32,11 +32,11 @@ class DocumentService:
         return list(self._corpus.ingest(docs, progress=progress).doc_ids)
 
     def delete(self, doc_id: str) -> list[str]:
-        freed, owned = self._corpus.delete_document(doc_id)
-        keys = [self._chunks.key(self._prompt.passage_ids(Passage(owned[d].text, owned[d].title)))
-                for d in freed if d in owned]
-        self._chunks.delete(keys)
-        return freed
+        freed = self._corpus.delete_document(doc_id)
+        # Only the freed chunks are tokenized again (their key needs the prompt tokens under this
+        # model, prefix and codec, which the corpus does not know): no scan of the corpus.
+        self._chunks.delete([self._chunks.key(self._prompt.passage_ids(Passage(c.text, c.title))) for c in freed])
+        return [c.digest for c in freed]
 
     def get(self, doc_id: str):
         return self._corpus.get_document(doc_id)

@@ -72,15 +72,14 @@ class LockedCorpus:
             corpus.flush()
         return report
 
-    def delete_document(self, doc_id: str) -> tuple[list[str], dict]:
-        """Delete a document and write the index; -> (freed content digests, digest -> the
-        ChunkRecord the document held), so the caller can drop the freed chunks' KV."""
+    def delete_document(self, doc_id: str) -> tuple:
+        """Delete a document and write the index; -> the chunks no document references any more
+        (retrieval StoredChunk: text, title, digest), so the caller can drop their KV."""
         corpus = self.corpus
         with self._lock.write():
-            owned = {r.content_digest: r for r in corpus.iter_chunks() if r.doc_id == doc_id}
-            freed = corpus.delete_document(doc_id)
+            freed = corpus.remove_document(doc_id)
             corpus.flush()
-        return freed, owned
+        return freed
 
     def close(self) -> None:
         with self._open_lock, self._lock.write():

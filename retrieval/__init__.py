@@ -1,7 +1,8 @@
 """Retrieval for chunkcache: chunking, embeddings, a FAISS index and a persistent corpus.
 
-Never touches KV tensors; the link to the KV cache is ``content_digest`` (sha256 of a
-chunk's text), which every hit and chunk record carries.
+Never touches KV tensors. Every hit and chunk record carries its text and title, from which the
+facade derives the KV-cache key (prompt tokens + model + prefix + codec, ``storage.keys``);
+``content_digest`` (sha256 of the text) identifies a distinct chunk inside the corpus only.
 """
 
 from chunkcache.retrieval.bm25 import BM25Index, reciprocal_rank_fusion

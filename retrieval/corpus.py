@@ -9,7 +9,8 @@ vectors when reopened instead of serving a stale one. BM25 (hybrid retrieval) is
 and rebuilt from the stored chunks on open.
 
 Identical chunk text in several documents is stored, embedded and indexed once (keyed by its
-sha256 ``content_digest``, which is also the KV-cache key), embedded with the title of the
+sha256 ``content_digest``; the KV-cache key is not this but the chunk's prompt tokens under a model,
+prefix and codec, see ``chunkcache.storage.keys``), embedded with the title of the
 document that brought it in first, and attributed in results to the oldest document still
 holding it. One process at a time may open a directory, and a Corpus object is not
 thread-safe: callers serialise access (one lock around it is enough).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -151,11 +152,17 @@ class Corpus:
 
     def delete_document(self, doc_id: str) -> list[str]:
         """Delete a document; returns the content digests no document references any more."""
+        return [c.digest for c in self.remove_document(doc_id)]
+
+    def remove_document(self, doc_id: str) -> tuple[StoredChunk, ...]:
+        """Delete a document; returns the chunks no document references any more, straight from
+        the delete transaction: what a caller needs to drop their KV. Their title is the deleted
+        document's (their last owner), as search results and ``iter_chunks`` attributed them."""
         self._check_open()
-        self._require_document(doc_id)
+        title = self._require_document(doc_id).title
         change = self._store.apply([], [doc_id], {})
         self._apply(change)
-        return list(change.freed_digests)
+        return tuple(replace(c, title=title) for c in change.freed)
 
     # ----- reading -----------------------------------------------------------------------
     def get_document(self, doc_id: str) -> Document:

@@ -66,7 +66,11 @@ class ChangeSet:
     added: tuple[StoredChunk, ...]
     added_vectors: np.ndarray  # [len(added), dim] float32
     removed_ids: tuple[int, ...]
-    freed_digests: tuple[str, ...]
+    freed: tuple[StoredChunk, ...]  # chunks no document references any more (owners empty)
+
+    @property
+    def freed_digests(self) -> tuple[str, ...]:
+        return tuple(c.digest for c in self.freed)
 
 
 class DocStore:
@@ -186,7 +190,7 @@ class DocStore:
             added=tuple(added),
             added_vectors=stacked if stacked is not None else np.zeros((0, 0), np.float32),
             removed_ids=tuple(removed),
-            freed_digests=tuple(freed),
+            freed=tuple(freed),
         )
 
     def _write(self) -> Any:
@@ -258,8 +262,8 @@ class _Writer:
         self._txn.put(doc.id.encode(), _json(record), db=self._db["docs"])
         return out
 
-    def flush(self) -> tuple[list[int], list[str]]:
-        """Write touched chunks; delete unreferenced ones. Returns (removed ids, their digests)."""
+    def flush(self) -> tuple[list[int], list[StoredChunk]]:
+        """Write touched chunks; delete unreferenced ones. Returns (removed ids, their records)."""
         removed, freed = [], []
         for cid in sorted(self._chunks):
             record = self._chunks[cid]
@@ -270,7 +274,7 @@ class _Writer:
             self._txn.delete(record["digest"].encode(), db=self._db["digests"])
             self._txn.delete(_key(cid), db=self._db["vectors"])
             removed.append(cid)
-            freed.append(record["digest"])
+            freed.append(StoredChunk(cid, record["text"], record["digest"], record["n_tokens"], record["title"], ()))
         meta = self._db["meta"]
         generation = json.loads(self._txn.get(b"generation", b"0", db=meta))
         self._txn.put(b"generation", _json(generation + 1), db=meta)

@@ -52,9 +52,14 @@ def test_replace_and_delete_documents(cache):
     assert ans.passages[0].doc_id == "extra"
     cache.add_documents([{"id": "extra", "title": "Kettles", "text": "The red kettle in the workshop never whistles at all."}])
     assert "red kettle" in cache.get_document("extra").text
+    red = cache.query("Does the red kettle whistle?", top_k=1, max_new_tokens=2)  # stores the red kettle's KV
+    assert red.passages[0].doc_id == "extra"
+    key = cache.chunks.key(cache.prompt.passage_ids(Passage(cache.get_document("extra").text, "Kettles")))
+    assert cache.store.contains(key)
     before = len(cache.list_documents(limit=100))
     freed = cache.delete_document("extra")
     assert len(freed) == 1
+    assert not cache.store.contains(key), "the freed chunk's KV is dropped with it"
     assert len(cache.list_documents(limit=100)) == before - 1
     with pytest.raises(NotFoundError):
         cache.get_document("extra")
