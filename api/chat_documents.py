@@ -29,20 +29,19 @@ class ChatInputs:
 def chat_inputs(req: ChatRequest, config: ServiceConfig) -> ChatInputs:
     """Raises the facade's InvalidRequestError (422) for bad marked text, ApiError 422 past a cap."""
     conversation = read_chat([Message(m.role, m.text()) for m in req.messages], config.document_markers)
-    sent = tuple(Document(Passage(d.text, d.title), f"documents[{i}]") for i, d in enumerate(req.documents or ()))
-    documents = sent + conversation.documents
-    check_documents(config, documents)
-    return ChatInputs(conversation.question, conversation.history, documents)
+    sent = tuple(Document(Passage(d.text, d.title), f"documents[{i}].text") for i, d in enumerate(req.documents or ()))
+    check_documents(config, sent, conversation.documents)
+    return ChatInputs(conversation.question, conversation.history, sent + conversation.documents)
 
 
-def check_documents(config: ServiceConfig, documents: tuple[Document, ...]) -> None:
-    if len(documents) > config.max_top_k:
-        marked = len(documents) - sum(d.field.startswith("documents[") for d in documents)
-        raise invalid(f"documents: send at most {config.max_top_k} documents on this server, got {len(documents)}"
-                      + (f" ({marked} of them marked in messages)" if marked else ""))
-    for doc in documents:
-        n = len(doc.passage.text)
-        if n > config.max_document_chars:
-            where = f"{doc.field}.text" if doc.field.startswith("documents[") else doc.field
-            raise invalid(f"{where}: at most {config.max_document_chars} characters per document on this server, got {n}; "
-                          "split it into several documents")
+def check_documents(config: ServiceConfig, sent: tuple[Document, ...], marked: tuple[Document, ...]) -> None:
+    """sent: from the documents field; marked: from the messages. Both count against max_top_k."""
+    n = len(sent) + len(marked)
+    if n > config.max_top_k:
+        raise invalid(f"documents: send at most {config.max_top_k} documents on this server, got {n}"
+                      + (f" ({len(marked)} of them marked in messages)" if marked else ""))
+    for doc in sent + marked:
+        chars = len(doc.passage.text)
+        if chars > config.max_document_chars:
+            raise invalid(f"{doc.field}: at most {config.max_document_chars} characters per document on this server, "
+                          f"got {chars}; split it into several documents")

@@ -24,7 +24,7 @@ class Message:
 
 @dataclass(frozen=True)
 class Document:
-    """A passage and the request field it came from (for error messages)."""
+    """A passage and the request field that holds its text (for error messages)."""
 
     passage: Passage
     field: str

@@ -28,7 +28,7 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document as LCDocument
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr, SecretStr, model_validator
@@ -96,7 +96,8 @@ class ChatChunkCache(BaseChatModel):
                 "temperature": self.temperature}
 
     def _chat(self, messages: list[BaseMessage], documents: Sequence[Any] | None) -> Chat:
-        chat = read_chat([Message(ROLES.get(m.type, getattr(m, "role", m.type)), m.text) for m in messages], self._markers)
+        roles = [m.role if isinstance(m, ChatMessage) else ROLES.get(m.type, m.type) for m in messages]
+        chat = read_chat([Message(role, m.text) for role, m in zip(roles, messages)], self._markers)
         given = tuple(passage_of(d) for d in documents or ())
         return Chat(chat.question, chat.history, given + tuple(d.passage for d in chat.documents))
 
