@@ -69,7 +69,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--store", default=os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store"),
                    help="store directory: converted model and the KV store the bench warms (default: %(default)s, or $CHUNKCACHE_STORE)")
     p.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
-    p.add_argument("--kernels", action="store_true", help="also run chunkcache.kernels.bench and include its table")
+    p.add_argument("--kernels", action="store_true", help="also run chunkcache.bench.kernels and include its table")
     t = p.add_argument_group("sizes and repeats")
     t.add_argument("--sizes", type=_ints, default=None, help="chunks per prompt in the TTFT sweep (default: 2,5,10,20; --quick 2,5,10)")
     t.add_argument("--repeats", type=int, default=None, help="timed repeats per variant and size (default: 3, --quick 1)")

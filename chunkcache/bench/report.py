@@ -176,7 +176,7 @@ def format_decode(decode: dict) -> list[str]:
 
 def format_kernels(kernels: list[dict]) -> list[str]:
     rows = [[k["op"], k["impl"], f"{k['median_ms']:.3f}", f"{k['p95_ms']:.3f}", k["shape"]] for k in kernels]
-    return ["### Kernels (chunkcache.kernels.bench)", ""] + _table(["op", "impl", "median ms", "p95 ms", "shape"], rows)
+    return ["### Kernels (chunkcache.bench.kernels)", ""] + _table(["op", "impl", "median ms", "p95 ms", "shape"], rows)
 
 
 def format_summary(result: dict, plots: list[str] | tuple[str, ...] = ()) -> str:

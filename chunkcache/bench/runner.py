@@ -210,7 +210,7 @@ def measure_quality(cache, examples, spec: BenchSpec) -> dict:
 
 
 def measure_kernels(cache, spec: BenchSpec) -> list[dict]:
-    from chunkcache.kernels.bench import run_kernel_bench
+    from chunkcache.bench.kernels import run_kernel_bench
 
     s = cache.generator.spec
     timings = run_kernel_bench(device="auto", layers=s.n_layers, heads=s.n_kv_heads, head_dim=s.head_dim,

@@ -21,10 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .available import triton_available
-from .deviation import token_deviation
-from .rope import dequant_rope, rerotate
-from .scatter import scatter_rows
+from chunkcache.kernels import dequant_rope, rerotate, scatter_rows, token_deviation, triton_available
+from chunkcache.stats import percentile
 
 RECOMPUTE_RATIO = 0.15  # CacheBlend's published default
 
@@ -51,9 +49,7 @@ def _time_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> tu
         fn()
         sync()
         times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    p95 = times[max(0, math.ceil(0.95 * len(times)) - 1)]  # nearest rank
-    return statistics.median(times), p95
+    return statistics.median(times), percentile(times, 0.95)
 
 
 def _chunk_inputs(codec: str, L: int, H: int, T: int, d: int, dev: torch.device):
@@ -137,11 +133,3 @@ def run_kernel_bench(
             timings.append(KernelTiming(op, impl, med, p95, shape))
     return timings
 
-
-def format_timings(timings: list[KernelTiming]) -> str:
-    """A plain-text table, one row per timing."""
-    head = f"{'op':<20} {'impl':<10} {'median ms':>10} {'p95 ms':>9}  shape"
-    lines = [head, "-" * len(head)]
-    for t in timings:
-        lines.append(f"{t.op:<20} {t.impl:<10} {t.median_ms:>10.3f} {t.p95_ms:>9.3f}  {t.shape}")
-    return "\n".join(lines)
