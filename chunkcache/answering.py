@@ -215,7 +215,7 @@ def generate(
     t0 = time.perf_counter()
     if req.mode == "full":
         kv = new_working_kv(engine, prefix, capacity)
-        h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s, device=dev))
+        h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s, device=dev), keep=1)
         first_logits = gen.logits(h[-1:])[0]
         recomputed = n
         next_pos = p + n + s
@@ -249,7 +249,7 @@ def generate(
                 decoder = _Decoder(engine, kv, slots, ctx, queue, suffix_slots, req.suffix_ids,
                                    req.repair_tokens, req.repair_steps)
         else:
-            h, _ = engine.prefill(kv, suffix, suffix_pos)
+            h, _ = engine.prefill(kv, suffix, suffix_pos, keep=1)
             first_logits = gen.logits(h[-1:])[0]
         next_pos = suffix_start + s
     # On the host: the sampler draws with a CPU generator, and the caller keeps the logits.

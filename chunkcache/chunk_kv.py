@@ -28,7 +28,7 @@ def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
     dev = engine.gen.device
     kv = WorkingKV(engine.gen.spec, len(prefix_ids), engine.gen.dtype, dev)
     ids = torch.tensor(prefix_ids, dtype=torch.int64, device=dev)
-    _, q = engine.prefill(kv, ids, torch.arange(len(prefix_ids), device=dev), collect=True, collect_q=True)
+    _, q = engine.prefill(kv, ids, torch.arange(len(prefix_ids), device=dev), collect=True, collect_q=True, keep=0)
     return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone(), q)
 
 
@@ -58,7 +58,7 @@ def compute_chunks(engine: Engine, prefix: PrefixKV, chunks: list[list[int]]) ->
     ids = torch.tensor([t for c in chunks for t in c], dtype=torch.int64, device=dev)
     positions = torch.cat([torch.arange(p, p + n, device=dev) for n in lengths])
     segments = torch.cat([torch.full((n,), i + 1, dtype=torch.int64, device=dev) for i, n in enumerate(lengths)])
-    _, pre = engine.prefill(kv, ids, positions, segments, collect=True)
+    _, pre = engine.prefill(kv, ids, positions, segments, collect=True, keep=0)
     return [part.contiguous() for part in pre.split(lengths, dim=3)]
 
 

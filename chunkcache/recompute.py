@@ -206,6 +206,10 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
             if plan.deviation_of == "vattn":
                 scores = scores * engine.query_attention(q_rot[:, n:], k_rot[:, :n])
         kv.write(layer, slots[active], k_rot, v)
+        if layer == n_layers - 1:  # only the suffix's output is used: the context rows need just their K/V
+            rows = engine.mask_for(kv, pos[active][-s:])
+            h = gen.finish(layer, h[-s:], gen.attention(q_rot[:, -s:], *kv.keys(layer), rows))
+            break
         h = gen.finish(layer, h, gen.attention(q_rot, *kv.keys(layer), mask))
         if layer + 1 == narrow_at and narrow_at < n_layers:
             narrow()
@@ -244,8 +248,11 @@ def refresh(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: tor
     cos, sin = gen.rope(pos)
     mask = engine.mask_for(kv, pos)
     h = gen.embed(ids)
+    t, last = tail_slots.numel(), gen.spec.n_layers - 1
     for layer in range(gen.spec.n_layers):
         q, k, v = gen.qkv(layer, h)
         kv.write(layer, slots, apply_rope(k, cos, sin), v)
-        h = gen.finish(layer, h, gen.attention(apply_rope(q, cos, sin), *kv.keys(layer), mask))
-    return h[-tail_slots.numel():]
+        q_rot = apply_rope(q, cos, sin)
+        if layer == last:  # only the tail's output is used
+            return gen.finish(layer, h[-t:], gen.attention(q_rot[:, -t:], *kv.keys(layer), engine.mask_for(kv, pos[-t:])))
+        h = gen.finish(layer, h, gen.attention(q_rot, *kv.keys(layer), mask))
