@@ -1,7 +1,7 @@
 """From request options to facade arguments, and from `Answer` to response bodies."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel
 
@@ -67,7 +67,6 @@ def sources(result: Served) -> list[Source]:
 
 def to_response(result: Served) -> AnswerResponse:
     answer = result.answer
-    t = answer.timings
     return AnswerResponse(
         answer=answer.text,
         mode=answer.mode,
@@ -75,8 +74,7 @@ def to_response(result: Served) -> AnswerResponse:
         sources=sources(result),
         ttft_s=answer.ttft_s,
         total_s=answer.total_s,
-        timings=TimingsOut(retrieval=t.retrieval, tokenize=t.tokenize, lookup=t.lookup, warm=t.warm,
-                           reposition=t.reposition, prefill=t.prefill, decode=t.decode),
+        timings=TimingsOut(**asdict(answer.timings)),
         context_tokens=answer.context_tokens,
         prompt_tokens=answer.prompt_tokens,
         recomputed_tokens=answer.recomputed_tokens,

@@ -11,11 +11,23 @@ metadata is bounded in depth and size so what is stored can always be read back.
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from chunkcache.names import CACHE_STATES, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+from chunkcache.storage import StoreStats, TierStats
+from chunkcache.storage.latency import LatencySummary
+from chunkcache.types import Timings
+
+def response_model_of(cls, name: str, **overrides):
+    """A pydantic response model with the fields of dataclass `cls` (names, types, defaults), so
+    the API never restates them; `overrides`: (type, default) per field to add or replace."""
+    hints = get_type_hints(cls)
+    spec = {f.name: (hints[f.name], ... if f.default is MISSING else f.default) for f in fields(cls)}
+    return create_model(name, **{**spec, **overrides})
+
 
 Mode = Literal[MODES]
 Order = Literal[ORDERS]
@@ -195,14 +207,7 @@ class Source(BaseModel):
                                             "could not be stored (e.g. a full disk); null in full mode, which does not use the cache")
 
 
-class TimingsOut(BaseModel):
-    retrieval: float
-    tokenize: float
-    lookup: float
-    warm: float
-    reposition: float
-    prefill: float
-    decode: float
+TimingsOut = response_model_of(Timings, "TimingsOut")
 
 
 class AnswerResponse(BaseModel):
@@ -234,41 +239,13 @@ class JobOut(BaseModel):
     finished_at: float | None
 
 
-class TierStatsOut(BaseModel):
-    name: str
-    hits: int
-    misses: int
-    hit_rate: float
-    puts: int
-    entries: int
-    bytes: int
-    max_bytes: int | None
-    evictions: int
-    rejected: int
-    errors: int = Field(0, description="calls that failed and were served as a miss (the shared Redis tier when it is down)")
-
-
-class LatencyOut(BaseModel):
-    count: int
-    total_ms: float
-    mean_ms: float
-    p50_ms: float
-    p95_ms: float
-
-
-class StoreStatsOut(BaseModel):
-    tiers: list[TierStatsOut]
-    hits: int
-    misses: int
-    corrupt: int
-    entries: int
-    bytes: int
-    evictions: int
-    get_ms: LatencyOut
-    encode_ms: LatencyOut
-    decode_ms: LatencyOut
-    write_failures: int
-    no_space_failures: int
+# The store's statistics as the store's dataclasses define them, plus the derived hit rate.
+TierStatsOut = response_model_of(
+    TierStats, "TierStatsOut", hit_rate=(float, ...),
+    errors=(int, Field(0, description="calls that failed and were served as a miss (the shared Redis tier when it is down)")))
+LatencyOut = response_model_of(LatencySummary, "LatencyOut")
+StoreStatsOut = response_model_of(StoreStats, "StoreStatsOut", tiers=(list[TierStatsOut], ...), get_ms=(LatencyOut, ...),
+                                  encode_ms=(LatencyOut, ...), decode_ms=(LatencyOut, ...))
 
 
 class QueueStatsOut(BaseModel):
