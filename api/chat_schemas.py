@@ -121,7 +121,7 @@ class CacheReport(BaseModel):
                                    "lookup, prefill; retrieval too without documents) to the first token")
     total_s: float
     cache_hits: int = Field(description="passages whose KV came from the cache")
-    cache_misses: int = Field(description="passages whose KV was computed for this request (and stored)")
+    cache_misses: int = Field(description="passages whose KV was computed for this request (and stored); 0 in full mode")
     recomputed_tokens: int
     documents: list[Source] | None = Field(description="per client-supplied document, in the order sent: tokens, cache_hit, "
                                                        "stored; null when the passages were retrieved (see sources)")

@@ -43,7 +43,7 @@ DEFAULT_MAX_TOKENS = 64
 
 def usage(result: Served) -> Usage:
     answer = result.answer
-    cached = sum(p.tokens for p in answer.passages if p.hit)
+    cached = sum(p.tokens for p in answer.passages if p.hit is True)
     return Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.generated_tokens,
                  total_tokens=answer.prompt_tokens + answer.generated_tokens,
                  prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
@@ -53,7 +53,7 @@ def report(result: Served, documents: bool) -> CacheReport:
     """documents: the passages are the client's documents (else retrieved ones, in `sources`)."""
     answer = result.answer
     return CacheReport(mode=answer.mode, ttft_s=answer.ttft_s, total_s=answer.total_s, cache_hits=answer.cache_hits,
-                       cache_misses=len(answer.passages) - answer.cache_hits, recomputed_tokens=answer.recomputed_tokens,
+                       cache_misses=answer.cache_misses, recomputed_tokens=answer.recomputed_tokens,
                        documents=sources(result) if documents else None)
 
 

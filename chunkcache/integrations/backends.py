@@ -56,16 +56,16 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     ttft_s: float
-    hits: tuple[bool, ...]  # per passage in prompt order: its KV came from the cache
+    hits: tuple[bool | None, ...]  # per passage in prompt order: its KV came from the cache (None: full mode)
     cached_tokens: int  # passage tokens whose KV came from the cache
 
     @property
     def cache_hits(self) -> int:
-        return sum(self.hits)
+        return sum(h is True for h in self.hits)
 
     def report(self) -> dict:
         """The cache's part of the reply, for a framework's response metadata."""
-        return {"ttft_s": self.ttft_s, "cache_hits": self.cache_hits, "cache_misses": len(self.hits) - self.cache_hits,
+        return {"ttft_s": self.ttft_s, "cache_hits": self.cache_hits, "cache_misses": sum(h is False for h in self.hits),
                 "hits": list(self.hits), "cached_tokens": self.cached_tokens}
 
 
@@ -127,7 +127,7 @@ class LibraryBackend:
 def _of_answer(answer: Answer) -> Reply:
     return Reply(text=answer.text, finish_reason=answer.finish_reason, prompt_tokens=answer.prompt_tokens,
                  completion_tokens=answer.generated_tokens, ttft_s=answer.ttft_s, hits=tuple(p.hit for p in answer.passages),
-                 cached_tokens=sum(p.tokens for p in answer.passages if p.hit))
+                 cached_tokens=sum(p.tokens for p in answer.passages if p.hit is True))
 
 
 class ServiceBackend:

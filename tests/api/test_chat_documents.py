@@ -146,3 +146,10 @@ def test_marker_settings_are_validated():
                         ({"max_document_chars": 0}, "max_document_chars")):
         with pytest.raises(ConfigError, match=needle):
             ServiceConfig(**bad)
+
+
+def test_full_mode_does_not_use_the_cache(oai, first_two):
+    full = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "What is chunkcache?"}], max_tokens=2,
+                                       extra_body={"documents": demo_documents()[:1], "chunkcache": {"mode": "full"}})
+    assert report(full)["cache_hits"] == report(full)["cache_misses"] == 0
+    assert report(full)["documents"][0]["cache_hit"] is None and full.usage.prompt_tokens_details.cached_tokens == 0
