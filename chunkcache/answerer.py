@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from chunkcache.answering import Request, forced_tokens, generate
+from chunkcache.answering import Request, forced_tokens, generate, start
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
@@ -17,6 +17,7 @@ from chunkcache.names import DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.recompute import BlendPlan
 from chunkcache.sampling import Sampler, SamplingParams
+from chunkcache.scheduler import Scheduler
 from chunkcache.types import Answer, PassageHit, Timings
 
 
@@ -40,13 +41,14 @@ class Answerer:
     """Answers one question over passages given in prompt order (see `ChunkCache.answer`)."""
 
     def __init__(self, config: CacheConfig, engine: Engine, prompt: PromptBuilder, prefix: PrefixKV,
-                 chunks: ChunkStore, lock: threading.RLock):
+                 chunks: ChunkStore, lock: threading.RLock, scheduler: Scheduler):
         self.config = config
         self.engine = engine
         self.prompt = prompt
         self.prefix = prefix
         self.chunks = chunks
         self._lock = lock
+        self.scheduler = scheduler
 
     def answer(self, question: str, passages: Sequence, mode: str = DEFAULT_MODE, recompute_ratio: float | None = None,
                max_new_tokens: int = 32, sampling: SamplingParams | None = None,
@@ -64,18 +66,27 @@ class Answerer:
         tokenizer = self.engine.gen.tokenizer
         t_tok = time.perf_counter() - t_start
 
-        with self._lock, torch.inference_mode():
-            cached, hits, lookup_s, warm_s = (None, [None] * len(items), 0.0, 0.0)  # full: cache not used
+        blend = blend or self.config.blend
+        plan = blend_plan(blend, ratio, chunk_ids) if mode == "blend" else None
+        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
+                      grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
+                      repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
+        push = _streamer(tokenizer, on_token)
+        loaded = {"cached": None, "hits": [None] * len(items), "lookup_s": 0.0, "warm_s": 0.0}  # full: cache not used
+
+        def load():
             if mode != "full":
-                cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
-            blend = blend or self.config.blend
-            plan = blend_plan(blend, ratio, chunk_ids) if mode == "blend" else None
-            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
-                          grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
-                          repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
-            push = _streamer(tokenizer, on_token)
-            teacher = tuple(int(t) for t in teacher_ids) if teacher_ids else None
-            out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop, teacher)
+                loaded["cached"], loaded["hits"], loaded["lookup_s"], loaded["warm_s"] = self.chunks.load(chunk_ids)
+            return loaded["cached"]
+
+        if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
+            teacher = tuple(int(t) for t in teacher_ids)
+            with self._lock, torch.inference_mode():
+                out = generate(self.engine, self.prefix, req, load(), sampler, t_start, push, should_stop, teacher)
+        else:  # decoded in a batch with whatever else is running (greedy tokens are the same)
+            future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, load(), sampler, t_start, push, should_stop))
+            out = future.result().result()
+        hits, lookup_s, warm_s = loaded["hits"], loaded["lookup_s"], loaded["warm_s"]
         text = tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(

@@ -16,10 +16,10 @@ import torch
 
 from chunkcache.blending import budget, chunk_starts_forced
 from chunkcache.chunk_kv import PrefixKV, new_working_kv
-from chunkcache.engine import Engine
+from chunkcache.engine import Engine, Rows, decode_rows
 from chunkcache.kernels import dequant_rope
 from chunkcache.scores import kl_divergence
-from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh
+from chunkcache.recompute import BlendPlan, blend, oracle_scores, refresh, refresh_rows
 from chunkcache.sampling import Sampler
 from chunkcache.storage import Payload
 
@@ -146,8 +146,8 @@ class _Decoder:
         self.kv.k.copy_(k)
         self.kv.v.copy_(v)
 
-    def step(self, token: int, position: int) -> torch.Tensor:
-        """Logits [V] of the token after `token` (at `position`)."""
+    def rows(self, token: int, position: int) -> Rows:
+        """The rows of the step that feeds `token` at `position` (reserves its slot)."""
         self.taken += 1
         if self.taken <= self.steps and self.done < self.queue.numel():
             dev = self.kv.pos.device
@@ -156,13 +156,16 @@ class _Decoder:
             self.tail_ids.append(token)
             extra = self.queue[self.done : self.done + self.budget]
             self.done += extra.numel()
-            h = refresh(self.engine, self.kv, self.ctx_slots, self.ctx_ids, extra,
-                        torch.tensor(self.tail_slots, dtype=torch.int64, device=dev),
-                        torch.tensor(self.tail_ids, dtype=torch.int64, device=dev))
-            return self.engine.gen.logits(h[-1:])[0]
+            return refresh_rows(self.kv, self.ctx_slots, self.ctx_ids, extra,
+                                torch.tensor(self.tail_slots, dtype=torch.int64, device=dev),
+                                torch.tensor(self.tail_ids, dtype=torch.int64, device=dev))
         self.tail_slots.append(self.kv.length)
         self.tail_ids.append(token)
-        return self.engine.step(self.kv, token, position)
+        return decode_rows(self.kv, token, position)
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        """Logits [V] of the token after `token` (at `position`), this request alone."""
+        return self.engine.gen.logits(self.engine.forward_rows([self.rows(token, position)]))[0]
 
 
 def _grow(engine: Engine, kv, req: Request, ctx_slots, ctx_ids, queue, recomputed: int, suffix_slots, suffix_ids, logits, n: int):
@@ -184,23 +187,18 @@ def _grow(engine: Engine, kv, req: Request, ctx_slots, ctx_ids, queue, recompute
     return logits, done
 
 
-def generate(
+def start(
     engine: Engine,
     prefix: PrefixKV,
     req: Request,
-    cached: list[torch.Tensor] | None,
+    cached: list[Cached] | None,
     sampler: Sampler,
     t_start: float,
     on_token: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    teacher: tuple[int, ...] | None = None,
-) -> Generated:
-    """Run the prompt in `req.mode` and decode. `cached` holds each chunk's KV (None for full).
-
-    teacher: token ids of a reference answer; when given, the decode is replayed from the same
-    state with the teacher's tokens fed in, and the share of positions whose top-1 token equals
-    the teacher's is returned as `teacher_agreement` (the answer itself is unchanged).
-    """
+) -> "Stream":
+    """Run the prompt in `req.mode` up to the first token (emitted). `cached` holds each chunk's
+    KV (None for full). Decode goes on through the returned Stream, alone or in a batch."""
     gen = engine.gen
     p = prefix.length
     n = sum(len(c) for c in req.chunk_ids)
@@ -258,48 +256,130 @@ def generate(
         decoder = _Decoder(engine, kv)
     token = sampler(first_logits)
     prefill_s = time.perf_counter() - t0
-    ttft = time.perf_counter() - t_start
-    snap = decoder.snapshot() if teacher else None
-    tokens = [token]
-    if on_token is not None:
-        on_token(token)
-    t0 = time.perf_counter()
-    eos = set(gen.spec.eos_token_ids)
-    finish = "stop" if token in eos else "length"
-    position = next_pos
-    while finish == "length" and len(tokens) < req.max_new_tokens:
-        if should_stop is not None and should_stop():
-            finish = "cancelled"
-            break
-        logits = decoder.step(tokens[-1], position)
-        position += 1
-        token = sampler(logits.cpu())  # the token id goes to the host anyway
-        tokens.append(token)
-        if on_token is not None:
-            on_token(token)
-        if token in eos:
-            finish = "stop"
-    decode_s = time.perf_counter() - t0
-    agreement = None
-    if teacher:
-        teacher = teacher[: req.max_new_tokens]
-        decoder.restore(snap)
-        hits = int(int(first_logits.argmax()) == teacher[0])
+    timing = {"ttft_s": time.perf_counter() - t_start, "prefill_s": prefill_s, "reposition_s": reposition_s}
+    return Stream(engine, req, decoder, sampler, token, first_logits, next_pos, recomputed, timing, on_token, should_stop)
+
+
+class Stream:
+    """One request between its first token and its end: its cache, decoder and tokens so far.
+
+    Each decode step is `rows()` (the rows this request adds to a forward), a forward of those
+    rows alone or batched with other requests' (`Engine.forward_rows`), then `advance(logits)`.
+    Greedy tokens do not depend on the batch: every row attends its own cache only.
+    """
+
+    def __init__(self, engine: Engine, req: Request, decoder: _Decoder, sampler: Sampler, token: int,
+                 first_logits: torch.Tensor, next_pos: int, recomputed: int, timing: dict,
+                 on_token: Callable[[int], None] | None, should_stop: Callable[[], bool] | None):
+        self.engine, self.req, self.decoder, self.sampler = engine, req, decoder, sampler
+        self.first_logits, self.first_pos = first_logits, next_pos
+        self.position, self.recomputed, self.timing = next_pos, recomputed, timing
+        self.on_token, self.should_stop = on_token, should_stop
+        self.tokens: list[int] = []
+        self.eos = set(engine.gen.spec.eos_token_ids)
+        self.finish = "length"
+        self.decode_s = 0.0
+        self._emit(token)
+
+    def _emit(self, token: int) -> None:
+        self.tokens.append(token)
+        if self.on_token is not None:
+            self.on_token(token)
+        if token in self.eos:
+            self.finish = "stop"
+
+    @property
+    def done(self) -> bool:
+        """No more steps: a stop token, the length reached, or cancelled. Polls `should_stop`."""
+        if self.finish == "length" and len(self.tokens) < self.req.max_new_tokens and self.should_stop is not None \
+                and self.should_stop():
+            self.finish = "cancelled"
+        return self.finish != "length" or len(self.tokens) >= self.req.max_new_tokens
+
+    @property
+    def repairing(self) -> bool:
+        """The next step recomputes context tokens (many rows, not one)."""
+        d = self.decoder
+        return d.queue is not None and d.taken < d.steps and d.done < d.queue.numel()
+
+    def rows(self) -> Rows:
+        rows = self.decoder.rows(self.tokens[-1], self.position)
+        self.position += 1
+        return rows
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """logits [V] of this request's next token."""
+        self._emit(self.sampler(logits.cpu()))  # the token id goes to the host anyway
+
+    def agreement(self, teacher: tuple[int, ...], snap) -> float:
+        """Top-1 agreement with a reference answer fed in, replayed from `snap` (taken at the first token)."""
+        teacher = teacher[: self.req.max_new_tokens]
+        self.decoder.restore(snap)
+        hits = int(int(self.first_logits.argmax()) == teacher[0])
         for i in range(1, len(teacher)):
-            hits += int(int(decoder.step(teacher[i - 1], next_pos + i - 1).argmax()) == teacher[i])
-        agreement = hits / len(teacher)
-    return Generated(
-        token_ids=tuple(tokens),
-        first_logits=first_logits,
-        ttft_s=ttft,
-        prefill_s=prefill_s,
-        reposition_s=reposition_s,
-        decode_s=decode_s,
-        recomputed=recomputed,
-        finish_reason=finish,
-        repaired=decoder.done,
-        teacher_agreement=agreement,
-    )
+            hits += int(int(self.decoder.step(teacher[i - 1], self.first_pos + i - 1).argmax()) == teacher[i])
+        return hits / len(teacher)
+
+    def result(self, agreement: float | None = None) -> Generated:
+        return Generated(
+            token_ids=tuple(self.tokens),
+            first_logits=self.first_logits,
+            ttft_s=self.timing["ttft_s"],
+            prefill_s=self.timing["prefill_s"],
+            reposition_s=self.timing["reposition_s"],
+            decode_s=self.decode_s,
+            recomputed=self.recomputed,
+            finish_reason=self.finish,
+            repaired=self.decoder.done,
+            teacher_agreement=agreement,
+        )
+
+
+def decode_step(engine: Engine, streams: list[Stream]) -> list[BaseException | None]:
+    """One decode step of every stream in ONE forward (`Engine.forward_rows`).
+
+    Returns, per stream, the error its token callback raised (None if it took its token): one
+    request's failing consumer does not end the others'.
+    """
+    t0 = time.perf_counter()
+    logits = engine.gen.logits(engine.forward_rows([st.rows() for st in streams]))  # [B, V]
+    errors: list[BaseException | None] = []
+    for st, row in zip(streams, logits):
+        try:
+            st.advance(row)
+            errors.append(None)
+        except Exception as exc:
+            errors.append(exc)
+    elapsed = time.perf_counter() - t0  # every stream waited for the whole step
+    for st in streams:
+        st.decode_s += elapsed
+    return errors
+
+
+def generate(
+    engine: Engine,
+    prefix: PrefixKV,
+    req: Request,
+    cached: list[Cached] | None,
+    sampler: Sampler,
+    t_start: float,
+    on_token: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    teacher: tuple[int, ...] | None = None,
+) -> Generated:
+    """Run the prompt in `req.mode` and decode, this request alone (see `start`).
+
+    teacher: token ids of a reference answer; when given, the decode is replayed from the same
+    state with the teacher's tokens fed in, and the share of positions whose top-1 token equals
+    the teacher's is returned as `teacher_agreement` (the answer itself is unchanged).
+    """
+    stream = start(engine, prefix, req, cached, sampler, t_start, on_token, should_stop)
+    snap = stream.decoder.snapshot() if teacher else None
+    while not stream.done:
+        error = decode_step(engine, [stream])[0]
+        if error is not None:
+            raise error
+    return stream.result(stream.agreement(teacher, snap) if teacher else None)
 
 
 def forced_tokens(chunk_ids, sink_tokens: int) -> torch.Tensor | None:

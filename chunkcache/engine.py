@@ -19,6 +19,23 @@ class ApeParams:
     scale: float = 0.9
 
 
+@dataclass(frozen=True)
+class Rows:
+    """One request's share of a `forward_rows` batch: token ids [T] at slots [T] of its cache,
+    already reserved (new slots for a decode step; existing context slots too for a repair)."""
+
+    kv: WorkingKV
+    ids: torch.Tensor
+    slots: torch.Tensor
+
+
+def decode_rows(kv: WorkingKV, token: int, position: int) -> Rows:
+    """Reserve the next slot at `position` for `token`: the rows of a plain decode step."""
+    dev = kv.pos.device
+    slots = kv.reserve(torch.tensor([position], dtype=torch.int64, device=dev))
+    return Rows(kv, torch.tensor([token], dtype=torch.int64, device=dev), slots)
+
+
 class Engine:
     """Runs tokens through the generator's layers against a WorkingKV (batch of one, CPU or GPU)."""
 
@@ -181,11 +198,47 @@ class Engine:
         probs = torch.softmax(torch.matmul(q_suffix, k_rep.transpose(-1, -2)) * spec.scaling, dim=-1)  # [H, S, N]
         return probs.mean(dim=(0, 1))
 
-    # -- decoding -------------------------------------------------------------------------
+    # -- decoding: rows of several requests in one forward -----------------------------------
+    @torch.inference_mode()
+    def forward_rows(self, batch: list[Rows]) -> torch.Tensor:
+        """One forward of several requests' rows; returns each request's LAST row's final hidden
+        state [B, D] (what the next token's logits need).
+
+        Norms, projections and MLP run on all rows at once (B requests' weights are read once:
+        this is where batched decoding gains, decoding being memory-bound); attention runs per
+        request over its own cache, each row seeing exactly the keys its position allows. Every
+        row writes fresh K/V at its slot in every layer; in the last layer only each request's
+        last row goes on past its K/V.
+        """
+        gen = self.gen
+        ids = torch.cat([r.ids for r in batch])
+        positions = [r.kv.pos[r.slots] for r in batch]
+        cos, sin = gen.rope(torch.cat(positions))
+        masks = [self.mask_for(r.kv, p) for r, p in zip(batch, positions)]
+        last_masks = [self.mask_for(r.kv, p[-1:]) for r, p in zip(batch, positions)]
+        bounds = [0]
+        for r in batch:
+            bounds.append(bounds[-1] + r.ids.numel())
+        ends = torch.tensor(bounds[1:], device=ids.device) - 1
+        h = gen.embed(ids)
+        last = gen.spec.n_layers - 1
+        for layer in range(gen.spec.n_layers):
+            q, k, v = gen.qkv(layer, h)
+            q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            outs = []
+            for i, r in enumerate(batch):
+                a, b = bounds[i], bounds[i + 1]
+                r.kv.write(layer, r.slots, k_rot[:, a:b], v[:, a:b])
+                if layer == last:
+                    outs.append(self._attend(r.kv, layer, q_rot[:, b - 1 : b], last_masks[i]))
+                else:
+                    outs.append(self._attend(r.kv, layer, q_rot[:, a:b], masks[i]))
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+            h = gen.finish(layer, h[ends] if layer == last else h, out)
+        return h
+
     @torch.inference_mode()
     def step(self, kv: WorkingKV, token: int, position: int) -> torch.Tensor:
         """One decode step: returns logits [V] of the token after `token`."""
-        dev = kv.pos.device
-        ids = torch.tensor([token], dtype=torch.int64, device=dev)
-        h, _ = self.prefill(kv, ids, torch.tensor([position], dtype=torch.int64, device=dev), keep=1)
-        return self.gen.logits(h[-1:])[0]
+        return self.gen.logits(self.forward_rows([decode_rows(kv, token, position)]))[0]
+

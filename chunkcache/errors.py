@@ -42,3 +42,7 @@ def check_int(name: str, value, low: int, high: int | None = None, error: type[C
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise error(f"{name} must be an int {bound}, got {value!r}")
+
+
+class CacheClosedError(ChunkCacheError, RuntimeError):
+    """The ChunkCache was closed: it takes no more requests."""

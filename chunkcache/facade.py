@@ -24,6 +24,7 @@ from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER
 from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.sampling import SamplingParams
+from chunkcache.scheduler import Scheduler
 from chunkcache.storage import KVStore, StoreConfig
 from chunkcache.types import Answer
 
@@ -34,7 +35,9 @@ class ChunkCache:
     >>> cc = ChunkCache(store_dir="./store")
     >>> cc.answer("Who wrote it?", ["passage one ...", {"title": "T", "text": "..."}]).text
 
-    One instance may be shared by threads. Model work is serialized by the model lock; the
+    One instance may be shared by threads. Answers from several threads are decoded together
+    (`scheduler.Scheduler`: continuous batching, up to `config.max_batch` at once). Model work is
+    serialized by the model lock, taken per prompt phase and per decode step; the
     corpus has its own reader-writer lock (retrieval and document reads run together and while
     the model works; ingest and delete run alone); the KV store locks itself (`locked_corpus.py`).
     """
@@ -62,7 +65,8 @@ class ChunkCache:
                                          disk_bytes=config.disk_bytes, redis=config.redis))
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
-        self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock)
+        self.scheduler = Scheduler(self.engine, self._lock, config.max_batch)
+        self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock, self.scheduler)
         self._documents = DocumentService(root / "corpus", tokenizer, self.prompt, self.chunks)
 
     # -- chunk KV -------------------------------------------------------------------------------
@@ -178,6 +182,7 @@ class ChunkCache:
         return self.store.stats()
 
     def close(self) -> None:
+        self.scheduler.close()  # outside the model lock: the running requests need it to finish
         with self._lock:
             self._documents.close()
             self.store.close()

@@ -32,7 +32,7 @@ from chunkcache.blending import (
     smooth_within,
     token_deviation,
 )
-from chunkcache.engine import Engine
+from chunkcache.engine import Engine, Rows
 from chunkcache.kv import WorkingKV
 
 
@@ -233,26 +233,18 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, mean_tokens=mean_tokens)
 
 
+def refresh_rows(kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: torch.Tensor, ctx_idx: torch.Tensor,
+                 tail_slots: torch.Tensor, tail_ids: torch.Tensor) -> Rows:
+    """The rows that recompute context tokens ctx_idx [M] together with the tail (question,
+    generated tokens, the current input token: slots [T] already reserved, ids [T]); each
+    writes fresh K/V at its slot in every layer (see `Engine.forward_rows`)."""
+    ctx_idx = ctx_idx.sort().values  # in position order: attention then runs as `Stairs`
+    return Rows(kv, torch.cat((ctx_ids[ctx_idx], tail_ids)), torch.cat((ctx_slots[ctx_idx], tail_slots)))
+
+
 @torch.inference_mode()
 def refresh(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: torch.Tensor, ctx_idx: torch.Tensor,
             tail_slots: torch.Tensor, tail_ids: torch.Tensor) -> torch.Tensor:
-    """Recompute context tokens ctx_idx [M] together with the tail (question, generated tokens,
-    the current input token: slots [T] already reserved, ids [T]) through every layer, each
-    writing fresh K/V at its slot. Returns the tail's last hidden states [T, D].
-    """
-    gen = engine.gen
-    ctx_idx = ctx_idx.sort().values  # in position order: attention then runs as `Stairs`
-    slots = torch.cat((ctx_slots[ctx_idx], tail_slots))  # [M+T]
-    ids = torch.cat((ctx_ids[ctx_idx], tail_ids))
-    pos = kv.pos[slots]
-    cos, sin = gen.rope(pos)
-    mask = engine.mask_for(kv, pos)
-    h = gen.embed(ids)
-    t, last = tail_slots.numel(), gen.spec.n_layers - 1
-    for layer in range(gen.spec.n_layers):
-        q, k, v = gen.qkv(layer, h)
-        kv.write(layer, slots, apply_rope(k, cos, sin), v)
-        q_rot = apply_rope(q, cos, sin)
-        if layer == last:  # only the tail's output is used
-            return gen.finish(layer, h[-t:], gen.attention(q_rot[:, -t:], *kv.keys(layer), engine.mask_for(kv, pos[-t:])))
-        h = gen.finish(layer, h, gen.attention(q_rot, *kv.keys(layer), mask))
+    """Recompute context tokens ctx_idx [M] with the tail (see `refresh_rows`) through every layer.
+    Returns the tail's last hidden state [1, D]."""
+    return engine.forward_rows([refresh_rows(kv, ctx_slots, ctx_ids, ctx_idx, tail_slots, tail_ids)])
