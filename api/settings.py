@@ -16,7 +16,8 @@ ENV_PREFIX = "CHUNKCACHE_"
 class ServiceConfig:
     """host/port: where uvicorn listens (loopback by default). api_key: when set, every route but
     /healthz and /readyz needs `Authorization: Bearer <api_key>`. queue_size: model requests that
-    may wait for a worker; one more gets 503. workers: model worker threads. request_timeout_s:
+    may wait for a worker; one more gets 503. workers: requests answered at once (their decode steps
+    run batched, see chunkcache/scheduler.py; keep it <= the cache's max_batch). request_timeout_s:
     queue wait plus model work, else 504. max_body_bytes: larger bodies get 413. max_top_k /
     max_new_tokens_limit: request caps (422 above). ingest_root: the only server-side directory
     `POST /v1/ingest` may read; None disables that route.
@@ -31,7 +32,7 @@ class ServiceConfig:
     port: int = 8000
     api_key: str | None = None
     queue_size: int = 8
-    workers: int = 1
+    workers: int = 16
     request_timeout_s: float = 120.0
     max_body_bytes: int = 2 * 2**20
     max_top_k: int = 20

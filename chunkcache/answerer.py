@@ -12,7 +12,7 @@ from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
 from chunkcache.engine import Engine
-from chunkcache.errors import ContextTooLongError, InvalidRequestError
+from chunkcache.errors import CacheClosedError, ContextTooLongError, InvalidRequestError
 from chunkcache.names import DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.recompute import BlendPlan
@@ -57,6 +57,8 @@ class Answerer:
                should_stop: Callable[[], bool] | None = None, teacher_ids: Sequence[int] | None = None,
                history: Sequence[Turn] = ()) -> Answer:
         t_start = time.perf_counter()
+        if self.scheduler.closed:
+            raise CacheClosedError("this ChunkCache is closed; open a new one to answer")
         ratio = self._validate(mode, passages, max_new_tokens, recompute_ratio)
         items: list[Passage] = [as_passage(p) for p in passages]
         suffix = self.prompt.suffix_ids(question, history)
@@ -72,21 +74,16 @@ class Answerer:
                       grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
                       repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
         push = _streamer(tokenizer, on_token)
-        loaded = {"cached": None, "hits": [None] * len(items), "lookup_s": 0.0, "warm_s": 0.0}  # full: cache not used
-
-        def load():
-            if mode != "full":
-                loaded["cached"], loaded["hits"], loaded["lookup_s"], loaded["warm_s"] = self.chunks.load(chunk_ids)
-            return loaded["cached"]
-
+        cached, hits, lookup_s, warm_s = (None, [None] * len(items), 0.0, 0.0)  # full: cache not used
+        if mode != "full":  # in this thread: store reads overlap the model's work for others
+            cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
         if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
             teacher = tuple(int(t) for t in teacher_ids)
             with self._lock, torch.inference_mode():
-                out = generate(self.engine, self.prefix, req, load(), sampler, t_start, push, should_stop, teacher)
+                out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop, teacher)
         else:  # decoded in a batch with whatever else is running (greedy tokens are the same)
-            future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, load(), sampler, t_start, push, should_stop))
+            future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop))
             out = future.result().result()
-        hits, lookup_s, warm_s = loaded["hits"], loaded["lookup_s"], loaded["warm_s"]
         text = tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(

@@ -61,8 +61,10 @@ class ChunkStore:
 
     def load(self, chunk_ids: list[list[int]]) -> tuple[list, list[bool], float, float]:
         """Each chunk's KV: a stored `Payload` (undecoded, placed by the fused dequant + RoPE
-        path) or, on a miss, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now (caller holds
-        the model lock). Returns (kvs, hits, lookup_s, warm_s)."""
+        path) or, on a miss, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now. Lookups run in
+        the calling thread without the model lock; only computing misses takes it. Store writes
+        happen in the calling thread (its `store.write_report()` sees failures).
+        Returns (kvs, hits, lookup_s, warm_s)."""
         t0 = time.perf_counter()
         keys = [self.key(ids) for ids in chunk_ids]
         found = [self.store.get_payload(k) for k in keys]
@@ -70,7 +72,8 @@ class ChunkStore:
         t0 = time.perf_counter()
         missing = [i for i, kv in enumerate(found) if kv is None]
         if missing:
-            computed = compute_chunks(self.engine, self.prefix, [chunk_ids[i] for i in missing])
+            with self._lock, torch.inference_mode():
+                computed = compute_chunks(self.engine, self.prefix, [chunk_ids[i] for i in missing])
             # The store is an optimisation: a failed write (disk full) is logged, counted and
             # reported to the caller's store.write_report(); the answer goes on with the KV.
             self.store.offer_many((keys[i], kv) for i, kv in zip(missing, computed))

@@ -256,8 +256,11 @@ def _api_key(args) -> str | None:
 
 
 def cmd_serve(args) -> int:
+    from dataclasses import replace
+
     from chunkcache.api.server import serve
     from chunkcache.api.settings import ServiceConfig
+    from chunkcache.config import CacheConfig
 
     api_key = _api_key(args)
     overrides = {k: v for k, v in {
@@ -267,7 +270,9 @@ def cmd_serve(args) -> int:
     }.items() if v is not None}
     service = ServiceConfig.from_env(**overrides)
     _set_threads(args)
-    serve(_cache_config(args, service.redis), service, log_level=args.log_level)
+    # Every worker's request may decode in the same batch.
+    config = replace(_cache_config(args, service.redis), max_batch=max(service.workers, CacheConfig.max_batch))
+    serve(config, service, log_level=args.log_level)
     return 0
 
 
@@ -359,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "CHUNKCACHE_API_KEY or --api-key-file")
     p.add_argument("--api-key-file", default=None, help="read the API key from this file (first line, stripped)")
     p.add_argument("--queue-size", type=int, default=None, help="model requests allowed to wait; one more gets 503 (default: 8)")
-    p.add_argument("--workers", type=int, default=None, help="model worker threads (default: 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="requests answered at once; their decode steps run as one batch (default: 16, also the batch limit)")
     p.add_argument("--request-timeout", type=float, default=None, help="seconds before a request gets 504 (default: 120)")
     p.add_argument("--ingest-root", default=None, help="the only server directory POST /v1/ingest may read (default: none)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

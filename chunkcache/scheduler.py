@@ -73,6 +73,10 @@ class Scheduler:
             self._thread.join(timeout_s)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def running(self) -> int:
         return len(self._running)
 

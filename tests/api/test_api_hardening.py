@@ -19,7 +19,7 @@ from chunkcache.storage import KVStore, MemoryTier, StoreConfig
 
 pytestmark = pytest.mark.slow
 
-LIMITS = dict(queue_size=4, max_top_k=5, max_new_tokens_limit=64, max_body_bytes=1024 * 1024)
+LIMITS = dict(workers=1, queue_size=4, max_top_k=5, max_new_tokens_limit=64, max_body_bytes=1024 * 1024)
 QUESTION = "Who keeps the Greyhaven lighthouse?"
 JSON = {"content-type": "application/json"}
 

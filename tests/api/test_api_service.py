@@ -11,7 +11,7 @@ from chunkcache.api import ServiceConfig
 pytestmark = pytest.mark.slow
 
 API_KEY = "test-key-0123456789"
-LIMITS = dict(queue_size=4, max_top_k=5, max_new_tokens_limit=64, max_body_bytes=64 * 1024)
+LIMITS = dict(workers=1, queue_size=4, max_top_k=5, max_new_tokens_limit=64, max_body_bytes=64 * 1024)
 QUESTION = "Who keeps the Greyhaven lighthouse?"
 
 

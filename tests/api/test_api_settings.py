@@ -9,7 +9,7 @@ from chunkcache.errors import ConfigError
 def test_defaults_are_safe():
     config = ServiceConfig()
     assert config.host == "127.0.0.1" and config.api_key is None and config.ingest_root is None
-    assert not config.auth_enabled and config.workers == 1
+    assert not config.auth_enabled and config.workers == 16
 
 
 @pytest.mark.parametrize("field, value", [
