@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from chunkcache.answering import Request, forced_tokens, generate, start
+from chunkcache.answering import Request, generate, start
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
@@ -19,22 +19,6 @@ from chunkcache.recompute import BlendPlan
 from chunkcache.sampling import Sampler, SamplingParams
 from chunkcache.scheduler import Scheduler
 from chunkcache.types import Answer, PassageHit, Timings
-
-
-def blend_plan(cfg: BlendConfig, ratio: float, chunk_ids: Sequence[Sequence[int]]) -> BlendPlan:
-    """The BlendPlan of one request: `cfg`'s selection settings, this request's ratio and chunks."""
-    return BlendPlan(
-        ratio=float(ratio),
-        deviation_of=cfg.deviation_of,
-        check_layer=cfg.check_layer,
-        full_layers=cfg.full_layers,
-        probe_from=cfg.probe_from,
-        gradual_start=cfg.gradual_start,
-        span_window=cfg.span_window,
-        forced=forced_tokens(chunk_ids, cfg.sink_tokens),
-        adaptive_coverage=cfg.adaptive_coverage,
-        chunk_lengths=tuple(len(c) for c in chunk_ids),
-    )
 
 
 class Answerer:
@@ -69,7 +53,7 @@ class Answerer:
         t_tok = time.perf_counter() - t_start
 
         blend = blend or self.config.blend
-        plan = blend_plan(blend, ratio, chunk_ids) if mode == "blend" else None
+        plan = BlendPlan.from_config(blend, ratio, chunk_ids) if mode == "blend" else None
         req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
                       grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
                       repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)

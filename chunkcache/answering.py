@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from chunkcache.blending import budget, chunk_starts_forced
+from chunkcache.blending import budget
 from chunkcache.chunk_kv import PrefixKV, new_working_kv
 from chunkcache.engine import Engine, Rows, decode_rows
 from chunkcache.kernels import dequant_rope
@@ -380,9 +380,3 @@ def generate(
         if error is not None:
             raise error
     return stream.result(stream.agreement(teacher, snap) if teacher else None)
-
-
-def forced_tokens(chunk_ids, sink_tokens: int) -> torch.Tensor | None:
-    if sink_tokens <= 0:
-        return None
-    return chunk_starts_forced([len(c) for c in chunk_ids], sink_tokens)

@@ -215,7 +215,9 @@ class Engine:
         positions = [r.kv.pos[r.slots] for r in batch]
         cos, sin = gen.rope(torch.cat(positions))
         masks = [self.mask_for(r.kv, p) for r, p in zip(batch, positions)]
-        last_masks = [self.mask_for(r.kv, p[-1:]) for r, p in zip(batch, positions)]
+        last_masks = [m if p.numel() == 1 else self.mask_for(r.kv, p[-1:]) for r, p, m in zip(batch, positions, masks)]
+        # A decode step's one new slot is written as a slice, not through the index scatter.
+        starts = [int(r.slots[0]) if r.slots.numel() == 1 else None for r in batch]
         bounds = [0]
         for r in batch:
             bounds.append(bounds[-1] + r.ids.numel())
@@ -228,7 +230,10 @@ class Engine:
             outs = []
             for i, r in enumerate(batch):
                 a, b = bounds[i], bounds[i + 1]
-                r.kv.write(layer, r.slots, k_rot[:, a:b], v[:, a:b])
+                if starts[i] is None:
+                    r.kv.write(layer, r.slots, k_rot[:, a:b], v[:, a:b])
+                else:
+                    r.kv.write_block(layer, starts[i], k_rot[:, a:b], v[:, a:b])
                 if layer == last:
                     outs.append(self._attend(r.kv, layer, q_rot[:, b - 1 : b], last_masks[i]))
                 else:

@@ -16,6 +16,7 @@ recomputes more context tokens later (growing the set before the first token, or
 while decoding). Every mask is built from absolute positions.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ from chunkcache.blending import (
     adaptive_budget,
     apply_rope,
     attention_probs,
+    chunk_starts_forced,
     context_attention,
     gradual_budgets,
     position_mask,
@@ -32,6 +34,7 @@ from chunkcache.blending import (
     smooth_within,
     token_deviation,
 )
+from chunkcache.config import BlendConfig
 from chunkcache.engine import Engine, Rows
 from chunkcache.kv import WorkingKV
 
@@ -51,6 +54,15 @@ class BlendPlan:
     adaptive_coverage: float | None = None  # share of total deviation to cover; None = fixed ratio
     chunk_lengths: tuple[int, ...] = ()  # passage lengths (span smoothing stays inside a passage)
     oracle_scores: torch.Tensor | None = None  # [N] given scores, for deviation_of="oracle"
+
+    @classmethod
+    def from_config(cls, cfg: BlendConfig, ratio: float, chunk_ids: Sequence[Sequence[int]]) -> "BlendPlan":
+        """One request's plan: `cfg`'s selection settings, this request's ratio and chunks."""
+        lengths = [len(c) for c in chunk_ids]
+        return cls(ratio=float(ratio), deviation_of=cfg.deviation_of, check_layer=cfg.check_layer,
+                   full_layers=cfg.full_layers, probe_from=cfg.probe_from, gradual_start=cfg.gradual_start,
+                   span_window=cfg.span_window, adaptive_coverage=cfg.adaptive_coverage, chunk_lengths=tuple(lengths),
+                   forced=chunk_starts_forced(lengths, cfg.sink_tokens) if cfg.sink_tokens > 0 else None)
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,18 @@ def measure_decode(cache, ctx: BenchContext, memory_ctx: BenchContext, ratio: fl
     """Per variant: median decode tokens/s on `ctx` over `repeats` answers of up to
     `max_new_tokens`, and the peak memory of one answer on `memory_ctx` (the largest context)."""
     runners = decode_runners(cache, ratio, hf)
+    for run in runners.values():
+        run(ctx, 2)  # untimed: first-call costs
+    # Repeats interleave the variants (order rotated each time), so drift hits every one alike.
+    names = list(runners)
+    timed: dict[str, list[DecodeRun]] = {name: [] for name in names}
+    for rep in range(repeats):
+        k = rep % len(names)
+        for name in names[k:] + names[:k]:
+            timed[name].append(runners[name](ctx, max_new_tokens))
     out = {}
     for name, run in runners.items():
-        run(ctx, 2)  # untimed: first-call costs
-        runs = [run(ctx, max_new_tokens) for _ in range(repeats)]
+        runs = timed[name]
         rates = [r.tokens / r.decode_s for r in runs if r.tokens > 0 and r.decode_s > 0]
         peak = peak_bytes(cache, lambda: run(memory_ctx, max_new_tokens))
         out[name] = {

@@ -181,3 +181,23 @@ def test_oracle_selection_runs_and_is_exact_at_ratio_one(tiny):
     with pytest.raises(ValueError, match="oracle_scores"):
         _, _, kv, slots, stacked = _assembled(engine, prefix, chunks, suffix)
         blend(engine, kv, slots, stacked, ctx, torch.tensor(suffix), torch.arange(p + n, p + n + s), BlendPlan(ratio=0.5, deviation_of="oracle"))
+
+
+def test_plan_from_config_copies_every_shared_setting():
+    from dataclasses import fields
+
+    from chunkcache.config import BlendConfig
+
+    cfg = BlendConfig(deviation_of="vattn", check_layer=3, full_layers=2, probe_from=0.5, gradual_start=1.5,
+                      span_window=4, sink_tokens=2, adaptive_coverage=0.4)
+    plan = BlendPlan.from_config(cfg, 0.2, [[1, 2, 3], [4, 5]])
+    shared = {f.name for f in fields(BlendPlan)} & {f.name for f in fields(BlendConfig)}
+    assert shared >= {"deviation_of", "check_layer", "full_layers", "probe_from", "gradual_start", "span_window", "adaptive_coverage"}
+    for name in shared:
+        assert getattr(plan, name) == getattr(cfg, name), name
+    assert plan.ratio == 0.2 and plan.chunk_lengths == (3, 2) and plan.forced.tolist() == [0, 1, 3, 4]
+    assert BlendPlan.from_config(BlendConfig(sink_tokens=0), 0.1, [[1]]).forced is None
+    # The plan's own defaults are the config's defaults.
+    default = BlendPlan(ratio=0.1)
+    for name in shared:
+        assert getattr(default, name) == getattr(BlendConfig(), name), name
