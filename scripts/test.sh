@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The converted default model is kept here between runs so it is built once.
 export CHUNKCACHE_TEST_STORE="${CHUNKCACHE_TEST_STORE:-$PWD/.store/test}"
 set +e
-python -m pytest -q "$@"
+python -m pytest -q -rs "$@"  # -rs: every skip says why (only CUDA-only cases skip on a CPU machine)
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
