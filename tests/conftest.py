@@ -47,3 +47,18 @@ def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def one_blas_thread():
+    """One BLAS/OpenMP thread for the test: the CI box is shared, and spinning OpenMP workers on
+    an oversubscribed CPU make tiny FAISS and MiniLM calls 10-20x slower. Restored after."""
+    import faiss
+    import torch
+
+    faiss_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
+    faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(faiss_threads)
+    torch.set_num_threads(torch_threads)

@@ -27,16 +27,8 @@ def open_corpus(default_model_dir):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import faiss
-    import torch
-
-    faiss_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
+def _one_thread(one_blas_thread):
     yield
-    faiss.omp_set_num_threads(faiss_threads)
-    torch.set_num_threads(torch_threads)
 
 
 def doc(doc_id: str, word: str) -> dict:

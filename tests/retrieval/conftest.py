@@ -44,15 +44,6 @@ def minilm():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One BLAS/OpenMP thread per test: the CI box is shared, and spinning OpenMP workers on
-    an oversubscribed CPU make tiny FAISS and MiniLM calls 10-20x slower. Restored after."""
-    import faiss
-    import torch
-
-    faiss_threads, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(1)
-    torch.set_num_threads(1)
+def _one_thread(one_blas_thread):
+    """Every retrieval test runs with one BLAS/OpenMP thread (see `one_blas_thread`)."""
     yield
-    faiss.omp_set_num_threads(faiss_threads)
-    torch.set_num_threads(torch_threads)
