@@ -296,12 +296,6 @@ class Stream:
             self.finish = "cancelled"
         return self.finish != "length" or len(self.tokens) >= self.req.max_new_tokens
 
-    @property
-    def repairing(self) -> bool:
-        """The next step recomputes context tokens (many rows, not one)."""
-        d = self.decoder
-        return d.queue is not None and d.taken < d.steps and d.done < d.queue.numel()
-
     def rows(self) -> Rows:
         rows = self.decoder.rows(self.tokens[-1], self.position)
         self.position += 1
