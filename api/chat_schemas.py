@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chunkcache.api.schemas import STRICT, Int, Mode, Order, PassageText, PositiveInt, Seed, Source, Strict, Text
+from chunkcache.api.schemas import STOP_DOC, STRICT, Int, Mode, Order, PassageText, PositiveInt, Seed, Source, Stop, Strict, Text
 
 LENIENT = ConfigDict(**{**STRICT, "extra": "ignore"})
 _NOT_BLANK = {"type": "string", "pattern": r"\S"}
@@ -76,6 +76,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: Seed | None = None
     n: Int = Field(default=1, ge=1, le=1, description="only 1 choice is supported")
+    stop: Stop | None = Field(default=None, description=STOP_DOC)
     stream: bool = False
     chunkcache: ChunkcacheOptions = Field(default_factory=ChunkcacheOptions)
     documents: list[ChatDocument] | None = Field(

@@ -71,7 +71,7 @@ def answer_router(s: Services) -> APIRouter:
 
         def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
             return s.cache.query(req.question, top_k=top_k, mode=req.mode, order=req.order, recompute_ratio=req.recompute_ratio,
-                                 max_new_tokens=max_new, sampling=params, on_token=on_token)
+                                 max_new_tokens=max_new, sampling=params, on_token=on_token, stop=req.stop)
 
         return await respond(fn, req.stream, request_id_of(request.scope))
 
@@ -84,7 +84,7 @@ def answer_router(s: Services) -> APIRouter:
 
         def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
             return s.cache.answer(req.question, passages, mode=req.mode, recompute_ratio=req.recompute_ratio,
-                                  max_new_tokens=max_new, sampling=params, on_token=on_token)
+                                  max_new_tokens=max_new, sampling=params, on_token=on_token, stop=req.stop)
 
         return await respond(fn, req.stream, request_id_of(request.scope))
 

@@ -95,7 +95,7 @@ def chat_router(s: Services) -> APIRouter:
         check_caps(s.config, max_new, top_k=top_k)
         params = sampling(req.temperature, req.top_p, req.seed)
         given = dict(mode=opts.mode, recompute_ratio=opts.recompute_ratio, max_new_tokens=max_new, sampling=params,
-                     history=inputs.history)
+                     history=inputs.history, stop=req.stop)
 
         def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
             if inputs.documents:

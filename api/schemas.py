@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from chunkcache.names import CACHE_STATES, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+from chunkcache.stopping import MAX_STOP_CHARS, MAX_STOPS
 from chunkcache.storage import StoreStats, TierStats
 from chunkcache.storage.latency import LatencySummary
 from chunkcache.types import Timings
@@ -165,6 +166,12 @@ class IngestRequest(Strict):
 
 
 # -- answering ------------------------------------------------------------------------------
+StopSequence = Annotated[Text, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Stop = StopSequence | Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOPS)]
+STOP_DOC = (f"a string or up to {MAX_STOPS}: the answer ends before the first one generated (finish_reason 'stop'); "
+            "the stop text is not returned, and streamed tokens never hold text a stop later removes")
+
+
 class GenerationOptions(Strict):
     mode: Mode = DEFAULT_MODE
     recompute_ratio: float | None = Field(default=None, ge=0.0, le=1.0, description="blend only; default from the cache config")
@@ -172,6 +179,7 @@ class GenerationOptions(Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=5.0, description="0 = greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: Seed | None = None
+    stop: Stop | None = Field(default=None, description=STOP_DOC)
     stream: bool = Field(default=False, description="server-sent events: token events, the answer, then [DONE]")
 
 

@@ -18,6 +18,7 @@ from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.recompute import BlendPlan
 from chunkcache.sampling import Sampler, SamplingParams
 from chunkcache.scheduler import Scheduler
+from chunkcache.stopping import StopText, stop_sequences
 from chunkcache.types import Answer, PassageHit, Timings
 
 
@@ -39,11 +40,12 @@ class Answerer:
                on_token: Callable[[str], None] | None = None, return_logprobs: bool = False,
                hits_meta: Sequence[dict] | None = None, blend: BlendConfig | None = None,
                should_stop: Callable[[], bool] | None = None, teacher_ids: Sequence[int] | None = None,
-               history: Sequence[Turn] = ()) -> Answer:
+               history: Sequence[Turn] = (), stop: str | Sequence[str] | None = None) -> Answer:
         t_start = time.perf_counter()
         if self.scheduler.closed:
             raise CacheClosedError("this ChunkCache is closed; open a new one to answer")
         ratio = self._validate(mode, passages, max_new_tokens, recompute_ratio)
+        stops = stop_sequences(stop)
         items: list[Passage] = [as_passage(p) for p in passages]
         suffix = self.prompt.suffix_ids(question, history)
         chunk_ids = [self.prompt.passage_ids(p) for p in items]
@@ -57,7 +59,8 @@ class Answerer:
         req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
                       grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
                       repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
-        push = _streamer(tokenizer, on_token)
+        text_out = _TextStream(tokenizer, on_token, stops)
+        push = text_out.push
         cached, hits, lookup_s, warm_s = (None, [None] * len(items), 0.0, 0.0)  # full: cache not used
         if mode != "full":  # in this thread: store reads overlap the model's work for others
             cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
@@ -68,7 +71,8 @@ class Answerer:
         else:  # decoded in a batch with whatever else is running (greedy tokens are the same)
             future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop))
             out = future.result().result()
-        text = tokenizer.decode(list(out.token_ids), skip_special_tokens=True).strip()
+        cut = text_out.finish()  # the text before a stop sequence, if one ended the answer
+        text = (cut if cut is not None else tokenizer.decode(list(out.token_ids), skip_special_tokens=True)).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(
             PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, **meta[i])
@@ -120,15 +124,32 @@ class Answerer:
             )
 
 
-def _streamer(tokenizer, on_token: Callable[[str], None] | None) -> Callable[[int], None]:
-    """The per-token callback of `generate`: new text pieces to `on_token`, if anyone listens."""
-    if on_token is None:
-        return lambda token: None
-    detok = IncrementalDetokenizer(tokenizer)
+class _TextStream:
+    """Generated tokens as text: new pieces to `on_token`, if anyone listens, cut before the
+    first of the stop sequences, if any are set (held-back text is released by `finish`)."""
 
-    def push(token: int) -> None:
-        piece = detok.push(token)
-        if piece:
-            on_token(piece)
+    def __init__(self, tokenizer, on_token: Callable[[str], None] | None, stops: tuple[str, ...]):
+        self._detok = IncrementalDetokenizer(tokenizer) if on_token is not None or stops else None
+        self._on_token = on_token
+        self._stop = StopText(stops) if stops else None
 
-    return push
+    def push(self, token: int) -> bool:
+        """The per-token callback of `start`; True once a stop sequence completed the text."""
+        if self._detok is None:
+            return False
+        piece = self._detok.push(token)
+        if self._stop is not None:
+            piece = self._stop.feed(piece)
+        if piece and self._on_token is not None:
+            self._on_token(piece)
+        return self._stop is not None and self._stop.stopped
+
+    def finish(self) -> str | None:
+        """After the last token: releases any held-back tail; the answer's text when a stop
+        sequence ended it, else None (the caller decodes the tokens)."""
+        if self._stop is None:
+            return None
+        rest = self._stop.flush()
+        if rest and self._on_token is not None:
+            self._on_token(rest)
+        return self._stop.text if self._stop.stopped else None

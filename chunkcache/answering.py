@@ -194,11 +194,13 @@ def start(
     cached: list[Cached] | None,
     sampler: Sampler,
     t_start: float,
-    on_token: Callable[[int], None] | None = None,
+    on_token: Callable[[int], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> "Stream":
     """Run the prompt in `req.mode` up to the first token (emitted). `cached` holds each chunk's
-    KV (None for full). Decode goes on through the returned Stream, alone or in a batch."""
+    KV (None for full). Decode goes on through the returned Stream, alone or in a batch.
+    on_token(token) takes every generated token; it returns True when the answer's text is
+    complete (a stop sequence matched), which ends the stream with finish_reason "stop"."""
     gen = engine.gen
     p = prefix.length
     n = sum(len(c) for c in req.chunk_ids)
@@ -270,7 +272,7 @@ class Stream:
 
     def __init__(self, engine: Engine, req: Request, decoder: _Decoder, sampler: Sampler, token: int,
                  first_logits: torch.Tensor, next_pos: int, recomputed: int, timing: dict,
-                 on_token: Callable[[int], None] | None, should_stop: Callable[[], bool] | None):
+                 on_token: Callable[[int], bool] | None, should_stop: Callable[[], bool] | None):
         self.engine, self.req, self.decoder, self.sampler = engine, req, decoder, sampler
         self.first_logits, self.first_pos = first_logits, next_pos
         self.position, self.recomputed, self.timing = next_pos, recomputed, timing
@@ -283,8 +285,8 @@ class Stream:
 
     def _emit(self, token: int) -> None:
         self.tokens.append(token)
-        if self.on_token is not None:
-            self.on_token(token)
+        if self.on_token is not None and self.on_token(token):
+            self.finish = "stop"  # the consumer says the text is complete: a stop sequence matched
         if token in self.eos:
             self.finish = "stop"
 
@@ -357,7 +359,7 @@ def generate(
     cached: list[Cached] | None,
     sampler: Sampler,
     t_start: float,
-    on_token: Callable[[int], None] | None = None,
+    on_token: Callable[[int], bool] | None = None,
     should_stop: Callable[[], bool] | None = None,
     teacher: tuple[int, ...] | None = None,
 ) -> Generated:

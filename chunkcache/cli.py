@@ -187,7 +187,7 @@ def cmd_answer(args) -> int:
     cache = _build_cache(args)
     try:
         ans = cache.answer(args.question, passages, mode=args.mode, recompute_ratio=args.recompute_ratio, max_new_tokens=args.max_new_tokens,
-                           on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None)
+                           on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None, stop=args.stop)
     finally:
         cache.close()
     if args.stream:
@@ -203,6 +203,8 @@ def cmd_answer(args) -> int:
 def cmd_ingest(args) -> int:
     from chunkcache.retrieval import load_paths
 
+    if args.verify and not args.warm:
+        raise ChunkCacheError("--verify checks the entries a warm-up would skip: use it with --warm (or run `chunkcache warm --verify`)")
     docs = load_paths(args.paths)
     cache = _build_cache(args, _redis_config(args))
     try:
@@ -230,7 +232,8 @@ def cmd_query(args) -> int:
     cache = _build_cache(args, _redis_config(args))
     try:
         ans = cache.query(args.question, top_k=args.top_k, mode=args.mode, order=args.order, recompute_ratio=args.recompute_ratio,
-                          max_new_tokens=args.max_new_tokens, on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None)
+                          max_new_tokens=args.max_new_tokens, on_token=(lambda t: print(t, end="", flush=True)) if args.stream else None,
+                          stop=args.stop)
     finally:
         cache.close()
     print() if args.stream else print(ans.text)
@@ -317,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute-ratio", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the answer before this text (repeatable, up to 4; e.g. --stop $'\\n\\n' stops at the first blank line)")
     _add_cache_options(p)
     p.set_defaults(func=cmd_answer)
 
@@ -324,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Chunk, embed and index documents: .txt and .md files, folders (recursively), or .jsonl "
                        "with one {id, text, title?} object per line. Re-ingesting an id replaces that document.")
     p.add_argument("paths", nargs="+", help="files or folders")
-    p.add_argument("--warm", action="store_true", help="also precompute the KV cache of every new chunk")
+    p.add_argument("--warm", action="store_true", help="also precompute the KV cache of every chunk not stored yet (resumable)")
+    p.add_argument("--verify", action="store_true",
+                   help="with --warm: also check the checksum of every stored entry and recompute the corrupt ones")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)
     _add_redis_options(p)
@@ -349,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recompute-ratio", type=float, default=None)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="end the answer before this text (repeatable, up to 4; e.g. --stop $'\\n\\n' stops at the first blank line)")
     _add_cache_options(p)
     _add_redis_options(p)
     p.set_defaults(func=cmd_query)

@@ -102,6 +102,7 @@ class ChunkCache:
         should_stop: Callable[[], bool] | None = None,
         teacher_ids: Sequence[int] | None = None,
         history: Sequence[Turn] = (),
+        stop: str | Sequence[str] | None = None,
     ) -> Answer:
         """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
 
@@ -113,12 +114,14 @@ class ChunkCache:
         teacher_ids: a reference answer's tokens (evaluation); the Answer then carries
         `teacher_agreement`, the share of positions where this run's top-1 token equals the
         reference's with the reference's tokens fed in. history: earlier chat turns (oldest
-        first), placed in the suffix; chunk KV never depends on them.
+        first), placed in the suffix; chunk KV never depends on them. stop: a string or up to 4;
+        the answer ends at the first of them (finish_reason "stop"), which is not part of the
+        text; streamed pieces never hold text a stop sequence later removes.
         """
         return self._answerer.answer(question, passages, mode=mode, recompute_ratio=recompute_ratio,
                                      max_new_tokens=max_new_tokens, sampling=sampling, on_token=on_token,
                                      return_logprobs=return_logprobs, hits_meta=hits_meta, blend=blend,
-                                     should_stop=should_stop, teacher_ids=teacher_ids, history=history)
+                                     should_stop=should_stop, teacher_ids=teacher_ids, history=history, stop=stop)
 
     # -- documents and retrieval ----------------------------------------------------------------
     @property

@@ -106,18 +106,39 @@ def load_model(model_dir: Path, dtype: torch.dtype = torch.float32, device: torc
     return model.to(device), tokenizer
 
 
-def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
-    """A digest of the config (RoPE settings included) and a strided sample of every weight.
+# Config fields that say where, when or how a checkpoint was written or how a forward reports its
+# outputs, not what it computes: `_name_or_path` is the model's directory, so keeping it would give
+# the same weights other keys on every replica and after every move of the store.
+_NOT_KV_FIELDS = frozenset({"transformers_version", "output_hidden_states", "output_attentions", "return_dict", "use_cache"})
 
-    Sampling keeps start-up fast while any re-trained or re-quantized weights change it.
+
+def kv_config(config_dict: dict) -> dict:
+    """The config fields that can change a chunk's KV (sizes, norms, RoPE settings, dtype...):
+    everything but private fields (`_name_or_path`, `_commit_hash`...) and output switches."""
+    return {k: v for k, v in config_dict.items() if not k.startswith("_") and k not in _NOT_KV_FIELDS}
+
+
+def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
+    """A digest of what the model computes: its KV-relevant config (`kv_config`, RoPE settings
+    included) and every byte of every weight as loaded (dtype included), in name order.
+
+    Nothing in it names a path or a machine, so two replicas that each convert the same GGUF, or
+    a store directory moved elsewhere, give the same keys. Hashing every byte costs about 1 s
+    per GB of weights at start-up (0.6 s for the default model); a tensor shared by two names
+    (tied embeddings) is hashed once, under its first name.
     """
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps(config_dict, sort_keys=True, default=str).encode())
+    h.update(json.dumps(kv_config(config_dict), sort_keys=True, default=str).encode())
+    seen: set[tuple[int, int]] = set()
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
-            flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous()
+            t = p.detach()
+            ident = (t.untyped_storage().data_ptr(), t.storage_offset())
             h.update(name.encode())
-            h.update(str(tuple(p.shape)).encode())
-            h.update(sample.numpy().tobytes())
+            h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+            if ident in seen:
+                continue
+            seen.add(ident)
+            data = t.to("cpu").contiguous()
+            h.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()

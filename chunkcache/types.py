@@ -56,7 +56,7 @@ class Answer:
     generated_tokens: int
     token_ids: tuple[int, ...]
     passages: tuple[PassageHit, ...]
-    finish_reason: str  # "stop" (end-of-sequence token), "length" or "cancelled"
+    finish_reason: str  # "stop" (end-of-sequence token or a stop sequence), "length" or "cancelled"
     recompute_ratio: float | None = None
     repaired_tokens: int = 0  # context tokens recomputed during decoding (repair while decoding)
     teacher_agreement: float | None = None  # only when a reference answer was given (eval)

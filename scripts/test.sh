@@ -2,7 +2,7 @@
 # Sets up the environment and runs the whole test suite (the README's test command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests   # also installs redis-server when it is missing
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # The converted default model is kept here between runs so it is built once.

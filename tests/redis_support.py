@@ -1,6 +1,7 @@
 """A real redis-server for tests: its own process on a free 127.0.0.1 port, no persistence.
 
-CI installs the Debian package `redis-server` (`.ci/run`); there is no skip when it is missing.
+`scripts/setup.sh --tests` (run by scripts/test.sh) installs the Debian package `redis-server`; there is no
+skip when it is missing.
 """
 
 import shutil
@@ -23,7 +24,7 @@ class RedisServer:
     def __init__(self, *extra_args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: apt-get install -y redis-server (as .ci/run does)")
+            raise RuntimeError("redis-server is not installed: run `bash scripts/setup.sh --tests` (scripts/test.sh does), or apt-get install -y redis-server")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

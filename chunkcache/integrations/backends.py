@@ -8,7 +8,7 @@ retrieves from the chunkcache corpus, as `/v1/chat/completions` does.
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,15 @@ class Chat:
     question: str
     history: tuple[Turn, ...] = ()
     documents: tuple[Passage, ...] = ()  # empty: retrieve from the corpus
+    stop: tuple[str, ...] = ()  # stop sequences: the answer ends before the first one (not returned)
+
+
+def stops_of(*given: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The first stop setting given (a per-call `stop` before the model's field) as a tuple."""
+    for stop in given:
+        if stop is not None:
+            return (stop,) if isinstance(stop, str) else tuple(stop)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class LibraryBackend:
                 should_stop: Callable[[], bool] | None = None) -> Reply:
         g = self.generation
         given = dict(mode=g.mode, max_new_tokens=g.max_tokens, sampling=SamplingParams(temperature=g.temperature),
-                     history=chat.history, on_token=on_token, should_stop=should_stop)
+                     history=chat.history, on_token=on_token, should_stop=should_stop, stop=chat.stop or None)
         if chat.documents:
             answer = self.cache.answer(chat.question, list(chat.documents), **given)
         else:
@@ -146,6 +155,8 @@ class ServiceBackend:
                 "chunkcache": {"mode": g.mode} if chat.documents else {"mode": g.mode, "top_k": g.top_k}}
         if chat.documents:
             body["documents"] = [{"title": p.title, "text": p.text} for p in chat.documents]
+        if chat.stop:
+            body["stop"] = list(chat.stop)
         return body
 
     def reply(self, chat: Chat) -> Reply:

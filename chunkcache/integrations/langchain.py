@@ -17,7 +17,8 @@ Documents reach the model in one of two ways:
 The model runs the library (`chunk_cache=ChunkCache(...)`) or the service (`base_url=`, `api_key=`,
 documents sent in the `documents` field). Without documents the answer retrieves from the
 chunkcache corpus. Earlier human and AI messages are earlier turns; system messages only carry
-documents (chunkcache's system prompt is fixed so its KV stays cached). `stop` is not supported.
+documents (chunkcache's system prompt is fixed so its KV stays cached). `stop` (per call, or the
+model's `stop` field) ends the answer before the first stop sequence, as OpenAI's does.
 Each AIMessage carries `usage_metadata` (cache_read = passage tokens served from the cache) and
 `response_metadata["chunkcache"]` (ttft_s, cache_hits, per-passage hits).
 """
@@ -34,7 +35,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr, SecretStr, model_validator
 
 from chunkcache.conversation import Message, read_chat
-from chunkcache.integrations.backends import Backend, Chat, Generation, LibraryBackend, Reply, ServiceBackend
+from chunkcache.integrations.backends import Backend, Chat, Generation, LibraryBackend, Reply, ServiceBackend, stops_of
 from chunkcache.marked import DocumentMarkers, mark
 from chunkcache.prompt import Passage, as_passage
 
@@ -67,6 +68,7 @@ class ChatChunkCache(BaseChatModel):
     temperature: float = 0.0
     mode: str = "blend"
     top_k: int = 5
+    stop: list[str] | None = None  # default stop sequences; a call's `stop` wins
     document_open: str = DocumentMarkers.open
     document_close: str = DocumentMarkers.close
 
@@ -95,23 +97,23 @@ class ChatChunkCache(BaseChatModel):
         return {"backend": self.base_url or "library", "mode": self.mode, "max_tokens": self.max_tokens,
                 "temperature": self.temperature}
 
-    def _chat(self, messages: list[BaseMessage], documents: Sequence[Any] | None) -> Chat:
+    def _chat(self, messages: list[BaseMessage], documents: Sequence[Any] | None, stop: list[str] | None) -> Chat:
         roles = [m.role if isinstance(m, ChatMessage) else ROLES.get(m.type, m.type) for m in messages]
         chat = read_chat([Message(role, m.text) for role, m in zip(roles, messages)], self._markers)
         given = tuple(passage_of(d) for d in documents or ())
-        return Chat(chat.question, chat.history, given + tuple(d.passage for d in chat.documents))
+        return Chat(chat.question, chat.history, given + tuple(d.passage for d in chat.documents), stops_of(stop, self.stop))
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, documents: Sequence[Any] | None = None,
                   **kwargs: Any) -> ChatResult:
-        reply = self._backend.reply(self._chat(messages, documents))
+        reply = self._backend.reply(self._chat(messages, documents, stop))
         message = AIMessage(content=reply.text, **_metadata(reply))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, documents: Sequence[Any] | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        for item in self._backend.stream(self._chat(messages, documents)):
+        for item in self._backend.stream(self._chat(messages, documents, stop)):
             if isinstance(item, Reply):
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", chunk_position="last", **_metadata(item)))
                 return

@@ -11,6 +11,7 @@ metadata["title"]) as one document, so a node retrieved again reuses its KV. `Ch
 on its own reads documents marked in the prompt (chunkcache/marked.py); a prompt without them
 is answered over the chunkcache corpus. The response's text is chunkcache's prompt's answer:
 LlamaIndex's QA templates are not used (the prompt's prefix is fixed so its KV stays cached).
+Stop sequences: the LLM's `stop` field, or `stop=` on `complete`, `stream_complete` and `chat`.
 """
 
 import asyncio
@@ -34,7 +35,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import PrivateAttr
 
 from chunkcache.conversation import Message, read_chat
-from chunkcache.integrations.backends import Backend, Chat, Generation, LibraryBackend, Reply, ServiceBackend
+from chunkcache.integrations.backends import Backend, Chat, Generation, LibraryBackend, Reply, ServiceBackend, stops_of
 from chunkcache.marked import DocumentMarkers, unmark
 from chunkcache.prompt import Passage
 
@@ -52,6 +53,7 @@ class ChunkCacheLLM(CustomLLM):
     temperature: float = 0.0
     mode: str = "blend"
     top_k: int = 5
+    stop: list[str] | None = None  # default stop sequences; a call's `stop=` wins
     document_open: str = DocumentMarkers.open
     document_close: str = DocumentMarkers.close
 
@@ -75,26 +77,26 @@ class ChunkCacheLLM(CustomLLM):
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(context_window=CONTEXT_WINDOW, num_output=self.max_tokens, model_name="chunkcache")
 
-    def answer(self, question: str, documents: Sequence[Passage] = ()) -> Reply:
-        return self._backend.reply(Chat(question, (), tuple(documents)))
+    def answer(self, question: str, documents: Sequence[Passage] = (), stop: str | Sequence[str] | None = None) -> Reply:
+        return self._backend.reply(Chat(question, (), tuple(documents), stops_of(stop, self.stop)))
 
-    def answer_stream(self, question: str, documents: Sequence[Passage] = ()):
+    def answer_stream(self, question: str, documents: Sequence[Passage] = (), stop: str | Sequence[str] | None = None):
         """Text pieces, then the Reply."""
-        return self._backend.stream(Chat(question, (), tuple(documents)))
+        return self._backend.stream(Chat(question, (), tuple(documents), stops_of(stop, self.stop)))
 
-    def _prompt_chat(self, prompt: str) -> Chat:
+    def _prompt_chat(self, prompt: str, stop: str | Sequence[str] | None) -> Chat:
         marked = unmark(prompt, self._markers, where="prompt")
-        return Chat(marked.text.strip(), (), marked.documents)
+        return Chat(marked.text.strip(), (), marked.documents, stops_of(stop, self.stop))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        reply = self._backend.reply(self._prompt_chat(prompt))
+        reply = self._backend.reply(self._prompt_chat(prompt, kwargs.get("stop")))
         return CompletionResponse(text=reply.text, additional_kwargs={"chunkcache": reply.report()})
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         text = ""
-        for item in self._backend.stream(self._prompt_chat(prompt)):
+        for item in self._backend.stream(self._prompt_chat(prompt, kwargs.get("stop"))):
             if isinstance(item, Reply):
                 yield CompletionResponse(text=text, delta="", additional_kwargs={"chunkcache": item.report()})
             else:
@@ -104,7 +106,8 @@ class ChunkCacheLLM(CustomLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         chat = read_chat([Message(str(m.role.value), m.content or "") for m in messages], self._markers)
-        reply = self._backend.reply(Chat(chat.question, chat.history, tuple(d.passage for d in chat.documents)))
+        reply = self._backend.reply(Chat(chat.question, chat.history, tuple(d.passage for d in chat.documents),
+                                         stops_of(kwargs.get("stop"), self.stop)))
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=reply.text),
                             additional_kwargs={"chunkcache": reply.report()})
 

@@ -21,18 +21,23 @@ PREFIX = "replicas"
 
 
 @contextmanager
-def replica(store, model_dir, redis_url: str, timeout_s: float = 300.0) -> Iterator[httpx.Client]:
-    """`chunkcache serve` in its own process on a free port with its own store dir; yields a client."""
-    port = free_port()
-    command = [sys.executable, "-m", "chunkcache.cli", "serve", "--port", str(port), "--store", str(store),
-               "--model", str(model_dir), "--threads", "1", "--log-level", "warning",
-               "--redis-url", redis_url, "--redis-prefix", PREFIX, "--redis-ttl", "3600"]
+def replicas(stores, redis_url: str, timeout_s: float = 300.0) -> Iterator[list[httpx.Client]]:
+    """`chunkcache serve` per store dir, each in its own process on a free port, started as an
+    operator would: no --model, so each converts the default model into its own store (both
+    conversions run at once). Yields one client per replica, once all are ready."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = open(store.parent / f"{store.name}.log", "wb")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    procs, logs, clients = [], [], []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            deadline = time.monotonic() + timeout_s
+        for store in stores:
+            port = free_port()
+            command = [sys.executable, "-m", "chunkcache.cli", "serve", "--port", str(port), "--store", str(store),
+                       "--threads", "1", "--log-level", "warning",
+                       "--redis-url", redis_url, "--redis-prefix", PREFIX, "--redis-ttl", "3600"]
+            logs.append(open(store.parent / f"{store.name}.log", "wb"))
+            procs.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+            clients.append(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120))
+        deadline = time.monotonic() + timeout_s
+        for store, proc, client in zip(stores, procs, clients):
             while True:
                 try:
                     if client.get("/readyz").status_code == 200:
@@ -40,17 +45,22 @@ def replica(store, model_dir, redis_url: str, timeout_s: float = 300.0) -> Itera
                 except httpx.TransportError:
                     pass
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"replica on port {port} did not become ready: {(store.parent / f'{store.name}.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"replica {store.name} did not become ready: {(store.parent / f'{store.name}.log').read_text()[-3000:]}")
                 time.sleep(0.2)
-            yield client
+        yield clients
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for client in clients:
+            client.close()
+        for log in logs:
+            log.close()
 
 
 def answer(client: httpx.Client, passages: list[dict]) -> dict:
@@ -64,11 +74,13 @@ def tier(client: httpx.Client, name: str) -> dict:
     return next(t for t in client.get("/v1/stats").json()["store"]["tiers"] if t["name"] == name)
 
 
-def test_two_replicas_share_one_redis_cache(tmp_path, default_model_dir):
+def test_two_replicas_share_one_redis_cache(tmp_path):
+    """Each replica has its own store and its own converted copy of the default model (at another
+    path): the keys depend on what the model is, not where it lies, so they share Redis hits."""
     passages = [{"title": d["title"], "text": d["text"]} for d in CORPUS]
     with RedisServer("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru") as server, \
-            replica(tmp_path / "a", default_model_dir, server.url) as a, \
-            replica(tmp_path / "b", default_model_dir, server.url) as b:
+            replicas([tmp_path / "a", tmp_path / "b"], server.url) as (a, b):
+        assert (tmp_path / "a" / "models").is_dir() and (tmp_path / "b" / "models").is_dir()
         # A document warmed through replica A (ingest + the warm job) is a hit on replica B.
         for client in (a, b):  # both replicas index the same documents (the corpus is local)
             assert client.post("/v1/documents", json=CORPUS[:3]).status_code in (200, 201)

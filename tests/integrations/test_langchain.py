@@ -60,3 +60,17 @@ def test_documents_keyword_and_earlier_turns(cache, server_url):
     assert again.usage_metadata["input_tokens"] > first.usage_metadata["input_tokens"]
     served = ChatChunkCache(base_url=server_url, max_tokens=4).invoke("What does the service offer?", documents=docs)
     assert hits(served) == [True, True] and served.content  # the service, over the same store
+
+
+def test_stop_is_passed_through_library_and_service(cache, server_url):
+    docs = [Document(page_content=d["text"], metadata={"title": d["title"]}) for d in demo_documents()[3:]]
+    plain = ChatChunkCache(chunk_cache=cache, max_tokens=16).invoke("What does the service offer?", documents=docs).content
+    words = plain.split()
+    assert len(words) >= 4, plain
+    stop = " " + words[len(words) // 2]
+    expected = plain[: plain.find(stop)].strip()
+    for model in (ChatChunkCache(chunk_cache=cache, max_tokens=16), ChatChunkCache(base_url=server_url, max_tokens=16)):
+        msg = model.invoke("What does the service offer?", documents=docs, stop=[stop])
+        assert msg.content == expected and msg.response_metadata["finish_reason"] == "stop"
+        streamed = list(model.stream("What does the service offer?", documents=docs, stop=[stop]))
+        assert "".join(c.content for c in streamed).strip() == expected

@@ -65,3 +65,17 @@ def test_streaming_query_engine(cache, index):
     response = engine.query("Which tokens does blending recompute?")
     assert "".join(response.response_gen).strip()
     assert response.metadata["chunkcache"]["hits"] == [True, True]  # the previous test stored them
+
+
+def test_stop_is_passed_through(cache):
+    docs = demo_documents()[3:]
+    prompt = "".join(f"<document>{d['title']}\n{d['text']}</document>\n" for d in docs) + "What does the service offer?"
+    llm = ChunkCacheLLM(chunk_cache=cache, max_tokens=16)
+    plain = llm.complete(prompt).text
+    words = plain.split()
+    assert len(words) >= 4, plain
+    stop = " " + words[len(words) // 2]
+    expected = plain[: plain.find(stop)].strip()
+    assert llm.complete(prompt, stop=[stop]).text == expected
+    assert ChunkCacheLLM(chunk_cache=cache, max_tokens=16, stop=[stop]).complete(prompt).text == expected
+    assert list(llm.stream_complete(prompt, stop=[stop]))[-1].text.strip() == expected
