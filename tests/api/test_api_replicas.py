@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from api_support import CORPUS
+from process_support import wait_ready
 from redis_support import RedisServer, free_port
 
 from chunkcache.storage import read_header
@@ -36,17 +37,8 @@ def replicas(stores, redis_url: str, timeout_s: float = 300.0) -> Iterator[list[
             logs.append(open(store.parent / f"{store.name}.log", "wb"))
             procs.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
             clients.append(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120))
-        deadline = time.monotonic() + timeout_s
         for store, proc, client in zip(stores, procs, clients):
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"replica {store.name} did not become ready: {(store.parent / f'{store.name}.log').read_text()[-3000:]}")
-                time.sleep(0.2)
+            wait_ready(client, proc, timeout_s, lambda store=store: (store.parent / f"{store.name}.log").read_text())
         yield clients
     finally:
         for proc in procs:

@@ -10,11 +10,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from process_support import wait_ready
 from redis_support import free_port
 
 from chunkcache import cli
@@ -100,15 +100,7 @@ def test_serve_starts_answers_and_stops(store):
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-3000:]
-                time.sleep(0.3)
+            wait_ready(client, proc, 300, lambda: proc.stdout.read().decode() if proc.poll() is not None else "")
             r = client.post("/v1/answer", json={"question": "What is checked on every read?", "max_new_tokens": 4,
                                                 "passages": ["Every read checks the entry's checksum."], "stop": "\n\n"})
             assert r.status_code == 200, r.text
