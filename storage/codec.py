@@ -6,6 +6,7 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
 
     fp16   kv as float16, C order                                 2 * L*2*H*T*d bytes
     bf16   kv as bfloat16, C order                                2 * L*2*H*T*d bytes
+    fp32   kv as float32, C order (lossless for a float32 model)  4 * L*2*H*T*d bytes
     int8   q     int8  [L, 2, H, T, d]                             L*2*H*T*d
            kscale fp16 [L, H, 1, d]  (keys: per channel over tokens)  2 * L*H*d
            vscale fp16 [L, H, T, 1]  (values: per token)              2 * L*H*T
@@ -59,22 +60,24 @@ def payload_size(codec: str, shape: tuple[int, ...]) -> int:
     L, two, H, T, d = shape
     n = L * two * H * T * d
     if codec in FLOAT_CODECS:
-        return 2 * n
+        return FLOAT_CODECS[codec].itemsize * n
     scales = 2 * (L * H * d + L * H * T)
     if codec == "int8":
         return n + scales
     return L * two * H * T * ((d + 1) // 2) + scales  # int4
 
 
-def encode_kv(kv: torch.Tensor, spec: CodecSpec) -> bytes:
-    """kv: [layers, 2, kv_heads, tokens, head_dim], float32/float16/bfloat16 -> header + payload."""
+def encode_kv(kv: torch.Tensor, spec: CodecSpec, rotated: bool = False) -> bytes:
+    """kv: [layers, 2, kv_heads, tokens, head_dim], float32/float16/bfloat16 -> header + payload.
+
+    rotated: the keys are already rotated at their prompt positions (header rope flag 1)."""
     _check_kv(kv)
     kv = kv.detach().cpu()
     payload = _encode_payload(kv, spec.name)
     stored = payload if spec.zstd_level is None else zstandard.compress(payload, spec.zstd_level)
     header = KVHeader(
         codec=spec.name, source_dtype=_DTYPES[kv.dtype], shape=tuple(kv.shape),
-        payload_len=len(stored), zstd=spec.zstd_level is not None,
+        payload_len=len(stored), zstd=spec.zstd_level is not None, rope=int(rotated),
     )
     return pack_header(header, stored) + stored
 
@@ -131,6 +134,8 @@ def _check_kv(kv: torch.Tensor) -> None:
 def _encode_payload(kv: torch.Tensor, codec: str) -> bytes:
     if codec == "fp16":
         return kv.to(torch.float16).contiguous().numpy().tobytes()
+    if codec == "fp32":
+        return kv.to(torch.float32).contiguous().numpy().tobytes()
     if codec == "bf16":
         return kv.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes()
     if codec == "int8":
@@ -150,7 +155,8 @@ def _payload(raw: bytearray, header: KVHeader) -> Payload:
     """raw payload (writable) -> Payload whose tensors are views over `raw`."""
     L, two, H, T, d = header.shape
     if header.codec in FLOAT_CODECS:
-        return Payload(header.codec, header.shape, _view(raw, FLOAT_CODECS[header.codec], 0, header.shape))
+        return Payload(header.codec, header.shape, _view(raw, FLOAT_CODECS[header.codec], 0, header.shape),
+                       rotated=header.rope == 1)
     width = d if header.codec == "int8" else (d + 1) // 2
     nq = L * two * H * T * width
     q = _view(raw, torch.uint8, 0, (L, two, H, T, width))
@@ -158,7 +164,7 @@ def _payload(raw: bytearray, header: KVHeader) -> Payload:
     vscale = _view(raw, torch.float16, nq + 2 * L * H * d, (L, H, T, 1))
     if header.codec == "int8":
         q = q.view(torch.int8)
-    return Payload(header.codec, header.shape, q, kscale, vscale)
+    return Payload(header.codec, header.shape, q, kscale, vscale, rotated=header.rope == 1)
 
 
 def _view(raw: bytearray, dtype: torch.dtype, offset: int, shape: tuple[int, ...]) -> torch.Tensor:

@@ -5,9 +5,10 @@ Layout, little-endian (struct "<4sHBBBBBB5IQ4xI"):
     offset size  field
     0      4     magic b"CCKV"
     4      2     format version, uint16 (FORMAT_VERSION)
-    6      1     codec id: 1 fp16, 2 bf16, 3 int8, 4 int4
+    6      1     codec id: 1 fp16, 2 bf16, 3 int8, 4 int4, 5 fp32
     7      1     source dtype id (what was encoded): 1 float32, 2 float16, 3 bfloat16
-    8      1     rope flag: 0 = keys stored before RoPE (the only value version 1 writes)
+    8      1     rope flag: 0 = keys stored before RoPE; 1 = keys rotated at their prompt positions
+                 (chain entries: a chunk's exact KV at its place in one prompt)
     9      1     zstd flag: 1 = the payload is one zstd frame
     10     1     ndim, always 5
     11     1     reserved, 0
@@ -86,7 +87,7 @@ def read_header(blob: bytes | memoryview) -> KVHeader:
         raise CorruptEntryError(f"unknown codec id {codec_id} or dtype id {dtype_id}")
     if ndim != 5 or shape[1] != 2:
         raise CorruptEntryError(f"bad shape {shape} (ndim {ndim}); expected [layers, 2, heads, tokens, head_dim]")
-    if rope != 0:
+    if rope not in (0, 1):
         raise CorruptEntryError(f"rope flag {rope} is not supported by format version {FORMAT_VERSION}")
     return KVHeader(
         codec=_CODEC_NAMES[codec_id], source_dtype=_DTYPE_NAMES[dtype_id], shape=tuple(shape),

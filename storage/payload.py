@@ -10,16 +10,17 @@ import torch
 
 from chunkcache.storage import quant
 
-FLOAT_CODECS = {"fp16": torch.float16, "bf16": torch.bfloat16}
+FLOAT_CODECS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
 class Payload:
     """One chunk's stored KV in its codec's layout, for kv [L, 2, H, T, d] (keys before RoPE).
 
-    q: [L, 2, H, T, d] float16/bfloat16 (fp16/bf16) or int8 (int8), or [L, 2, H, T, ceil(d/2)]
+    q: [L, 2, H, T, d] float16/bfloat16/float32 (fp16/bf16/fp32) or int8 (int8), or [L, 2, H, T, ceil(d/2)]
     uint8 with two nibbles a byte (int4). k_scale: [L, H, 1, d] fp16 (per key channel),
-    v_scale: [L, H, T, 1] fp16 (per token); None for fp16/bf16.
+    v_scale: [L, H, T, 1] fp16 (per token); None for the float codecs.
+    rotated: keys stored after RoPE at their prompt positions (chain entries) instead of before.
     """
 
     codec: str
@@ -27,6 +28,7 @@ class Payload:
     q: torch.Tensor
     k_scale: torch.Tensor | None = None
     v_scale: torch.Tensor | None = None
+    rotated: bool = False
 
     @property
     def k(self) -> torch.Tensor:
@@ -54,7 +56,7 @@ class Payload:
         def move(t):
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Payload(self.codec, self.shape, move(self.q), move(self.k_scale), move(self.v_scale))
+        return Payload(self.codec, self.shape, move(self.q), move(self.k_scale), move(self.v_scale), self.rotated)
 
     def decode(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """-> kv [L, 2, H, T, d] of `dtype` (the codec's dequantization, on the payload's device)."""

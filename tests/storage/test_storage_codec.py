@@ -41,7 +41,7 @@ def test_blob_size_matches_layout(kv_factory, name):
     assert len(blob) == HEADER_SIZE + payload_size(name, tuple(kv.shape))
     bytes_per_token = (len(blob) - HEADER_SIZE) / 64
     fp16_per_token = 30 * 2 * 3 * 64 * 2
-    assert bytes_per_token / fp16_per_token == pytest.approx({"fp16": 1, "bf16": 1, "int8": 0.5, "int4": 0.25}[name], rel=0.08)  # + scales
+    assert bytes_per_token / fp16_per_token == pytest.approx({"fp16": 1, "bf16": 1, "int8": 0.5, "int4": 0.25, "fp32": 2}[name], rel=0.08)  # + scales
 
 
 @pytest.mark.parametrize("name", CODECS)
@@ -71,6 +71,28 @@ def test_header_fields(kv_factory):
     h = read_header(blob)
     assert (h.version, h.codec, h.zstd, h.rope, h.shape) == (FORMAT_VERSION, "int8", True, 0, (2, 2, 3, 9, 64))
     assert h.payload_len == len(blob) - HEADER_SIZE
+
+
+def test_fp32_is_lossless_and_rotated_flag_round_trips(kv_factory):
+    from chunkcache.storage import decode_payload
+
+    kv = kv_factory(tokens=9, layers=2)
+    blob = encode_kv(kv, CodecSpec("fp32"), rotated=True)
+    assert read_header(blob).rope == 1
+    assert torch.equal(decode_kv(blob), kv.float())
+    payload = decode_payload(blob)
+    assert payload.rotated and payload.codec == "fp32"
+    assert not decode_payload(encode_kv(kv, CodecSpec("fp32"))).rotated
+
+
+def test_unknown_rope_flag_is_refused(kv_factory):
+    from chunkcache.storage.header import HEADER_SIZE as H, KVHeader, pack_header
+
+    payload = kv_factory(tokens=2, layers=1).to(torch.float16).numpy().tobytes()
+    header = KVHeader(codec="fp16", source_dtype="float32", shape=(1, 2, 3, 2, 64), payload_len=len(payload), zstd=False, rope=2)
+    with pytest.raises(CorruptEntryError, match="rope flag 2"):
+        decode_kv(pack_header(header, payload) + payload)
+    assert H == 48
 
 
 def test_decoded_tensor_is_writable_and_owns_no_shared_state(kv_factory):

@@ -7,7 +7,7 @@ import torch
 from chunkcache.storage import CODECS, KVStore, Payload, StoreConfig, chunk_key, decode_kv, decode_payload, encode_kv, CodecSpec
 from chunkcache.storage.lmdb_tier import DATA_DB
 
-STORED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8, "int4": torch.uint8}
+STORED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8, "int4": torch.uint8, "fp32": torch.float32}
 
 
 def key(i: int) -> bytes:
