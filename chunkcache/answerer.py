@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from chunkcache.answering import Request, generate, start
+from chunkcache.chain import ChainStore
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
 from chunkcache.engine import Engine
 from chunkcache.errors import CacheClosedError, ContextTooLongError, InvalidRequestError
-from chunkcache.names import DEFAULT_MODE, MODES
+from chunkcache.names import CHAIN_MODES, DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
 from chunkcache.recompute import BlendPlan
 from chunkcache.sampling import Sampler, SamplingParams
@@ -26,8 +27,13 @@ class Answerer:
     """Answers one question over passages given in prompt order (see `ChunkCache.answer`)."""
 
     def __init__(self, config: CacheConfig, engine: Engine, prompt: PromptBuilder, prefix: PrefixKV,
-                 chunks: ChunkStore, lock: threading.RLock, scheduler: Scheduler):
+                 chunks: ChunkStore, lock: threading.RLock, scheduler: Scheduler, chains: ChainStore,
+                 on_blended: Callable[[tuple[tuple[int, ...], ...]], None] | None = None):
         self.config = config
+        self.chains = chains
+        self._on_blended = on_blended  # told of every context answered inexactly (idle refinement)
+        self._active = 0  # answers between their start and their end (see `busy`)
+        self._active_lock = threading.Lock()
         self.engine = engine
         self.prompt = prompt
         self.prefix = prefix
@@ -40,7 +46,25 @@ class Answerer:
                on_token: Callable[[str], None] | None = None, return_logprobs: bool = False,
                hits_meta: Sequence[dict] | None = None, blend: BlendConfig | None = None,
                should_stop: Callable[[], bool] | None = None, teacher_ids: Sequence[int] | None = None,
-               history: Sequence[Turn] = (), stop: str | Sequence[str] | None = None) -> Answer:
+               history: Sequence[Turn] = (), stop: str | Sequence[str] | None = None,
+               chain: bool | None = None) -> Answer:
+        with self._active_lock:
+            self._active += 1
+        try:
+            return self._answer(question, passages, mode, recompute_ratio, max_new_tokens, sampling, on_token,
+                                return_logprobs, hits_meta, blend, should_stop, teacher_ids, history, stop,
+                                self.config.chain_entries if chain is None else chain)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Some answer is being prepared, prefilled or decoded (idle refinement waits for this)."""
+        return self._active > 0 or self.scheduler.busy
+
+    def _answer(self, question, passages, mode, recompute_ratio, max_new_tokens, sampling, on_token, return_logprobs,
+                hits_meta, blend, should_stop, teacher_ids, history, stop, chain: bool) -> Answer:
         t_start = time.perf_counter()
         if self.scheduler.closed:
             raise CacheClosedError("this ChunkCache is closed; open a new one to answer")
@@ -55,15 +79,26 @@ class Answerer:
         t_tok = time.perf_counter() - t_start
 
         blend = blend or self.config.blend
-        plan = BlendPlan.from_config(blend, ratio, chunk_ids) if mode == "blend" else None
-        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
-                      grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
-                      repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps)
         text_out = _TextStream(tokenizer, on_token, stops)
         push = text_out.push
-        cached, hits, lookup_s, warm_s = (None, [None] * len(items), 0.0, 0.0)  # full: cache not used
-        if mode != "full":  # in this thread: store reads overlap the model's work for others
-            cached, hits, lookup_s, warm_s = self.chunks.load(chunk_ids)
+        # In this thread: store reads overlap the model's work for others. First the longest
+        # leading run of chunks stored in context (exact), then per-chunk entries for the rest.
+        t0 = time.perf_counter()
+        exact = self.chains.lookup(chunk_ids) if chain and mode in CHAIN_MODES else []
+        e = len(exact)
+        lookup_s = time.perf_counter() - t0
+        cached, hits, warm_s = (None, [None] * len(items), 0.0)  # full: cache not used
+        if mode == "prefix":
+            cached, hits = exact, [True] * e + [False] * (len(items) - e)
+        elif mode != "full" and e < len(items):
+            rest, rest_hits, rest_lookup_s, warm_s = self.chunks.load(chunk_ids[e:])
+            cached, hits, lookup_s = exact + rest, [True] * e + rest_hits, lookup_s + rest_lookup_s
+        elif mode != "full":
+            cached, hits = exact, [True] * e
+        plan = BlendPlan.from_config(blend, ratio, chunk_ids[e:]) if mode == "blend" else None
+        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
+                      grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
+                      repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps, exact_chunks=e)
         if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
             teacher = tuple(int(t) for t in teacher_ids)
             with self._lock, torch.inference_mode():
@@ -75,15 +110,22 @@ class Answerer:
         text = (cut if cut is not None else tokenizer.decode(list(out.token_ids), skip_special_tokens=True)).strip()
         meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(
-            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, **meta[i])
+            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, exact=i < e, **meta[i])
             for i, (ids, hit, p) in enumerate(zip(chunk_ids, hits, items))
         )
         n = sum(len(c) for c in chunk_ids)
+        total_s = time.perf_counter() - t_start
+        if chain and mode in ("full", "prefix") and e < len(items):
+            # After the answer (its total time does not include it): the context as this full
+            # prefill computed it, one chain entry per chunk not stored in context yet.
+            self.chains.save(out.kv, chunk_ids, start=e)
+        elif chain and mode in ("reuse", "blend") and e < len(items) and self._on_blended is not None:
+            self._on_blended(req.chunk_ids)
         return Answer(
             text=text,
             mode=mode,
             ttft_s=out.ttft_s,
-            total_s=time.perf_counter() - t_start,
+            total_s=total_s,
             timings=Timings(tokenize=t_tok, lookup=lookup_s, warm=warm_s, reposition=out.reposition_s, prefill=out.prefill_s, decode=out.decode_s),
             context_tokens=n,
             prompt_tokens=self.prefix.length + n + len(suffix),
@@ -107,6 +149,9 @@ class Answerer:
         limit = self.config.max_new_tokens_limit
         if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= limit:
             raise InvalidRequestError(f"max_new_tokens must be an integer in [1, {limit}], got {max_new_tokens!r}")
+        if mode == "prefix" and not self.config.chain_entries:
+            raise InvalidRequestError("mode 'prefix' reuses chain entries, which this cache has turned off "
+                                      "(chain_entries=False); use 'full' or turn them on")
         ratio = self.config.blend.recompute_ratio if recompute_ratio is None else recompute_ratio
         if not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise InvalidRequestError(f"recompute_ratio must be in [0, 1], got {ratio!r}")

@@ -2,15 +2,20 @@
 
 Modes (all reuse the shared prefix's KV):
   full   plain prefill of every context and question token (the baseline);
+  prefix exact prefix reuse: the leading chunks that have chain entries (`chain.py`) are loaded
+         as a full prefill left them, the rest of the prompt is prefilled (vLLM's automatic
+         prefix caching, per chunk); always exact;
   reuse  the chunks' cached KV placed at their positions, only the question is prefilled;
   blend  reuse plus CacheBlend's selective recompute of the most deviating context tokens;
+In reuse and blend, `Request.exact_chunks` leading chunks come from chain entries: exact, never
+recomputed; selection, recompute and repair spend their budget on the chunks after them only.
   ape    parallel encoding: every chunk at the same positions after the prefix, the question's
          attention to the contexts tempered and rescaled (APE), no recompute.
 """
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -40,6 +45,9 @@ class Request:
     grow_max_ratio: float = 0.5
     repair_tokens: int = 0
     repair_steps: int = 0
+    # Leading chunks whose `cached` entries are chain entries (rotated, exact in this prompt).
+    # The plan (blend) then covers the chunks after them only.
+    exact_chunks: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,9 @@ class Generated:
     finish_reason: str
     repaired: int = 0  # context tokens recomputed while decoding
     teacher_agreement: float | None = None
+    # The request's working cache after the answer: what a full prefill computed is stored from
+    # it as chain entries (`ChainStore.save`); the context slots are unchanged by plain decoding.
+    kv: object = field(default=None, repr=False, compare=False)
 
 
 _FLOAT_CODECS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -65,13 +76,20 @@ def _place(engine: Engine, kv, start: int, cached: list[Cached], positions: torc
     """Write each chunk's K (rotated to `positions` [N]) and V into the slots [start, start+N).
 
     cached: per chunk, a pre-RoPE tensor [L, 2, Hkv, n, d] or a stored `Payload` (int8 / int4 /
-    fp16 / bf16 as stored). One fused call per chunk dequantizes, rotates (fp32 angles) and
+    fp16 / bf16 as stored; a rotated chain entry is copied as it is, its positions being these). One fused call per chunk dequantizes, rotates (fp32 angles) and
     writes straight into the working cache: the torch reference on the CPU, Triton on CUDA.
     """
     inv_freq, scaling = engine.gen.rope_frequencies(positions)
     dev = kv.k.device
     a = 0
     for chunk in cached:
+        if isinstance(chunk, Payload) and chunk.rotated:  # a chain entry: already at these positions
+            chunk = chunk.to(dev)
+            n = chunk.tokens
+            kv.k[:, :, start + a : start + a + n] = chunk.k
+            kv.v[:, :, start + a : start + a + n] = chunk.v
+            a += n
+            continue
         if isinstance(chunk, Payload):
             chunk = chunk.to(dev)
             n, codec = chunk.tokens, chunk.codec
@@ -99,8 +117,9 @@ def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[Cache
               stack: bool = True):
     """Place cached chunk KV (see `_place`) into a new working cache.
 
-    Returns (kv, context slots [N], the stacked cached KV [L, 2, Hkv, N, d] fp32 or None when not
-    `stack`ed (only deviation-based selection needs it), suffix start position).
+    Returns (kv, context slots [N], the stacked cached KV of the chunks after the exact run
+    [L, 2, Hkv, N_tail, d] fp32 or None when not `stack`ed (only deviation-based selection needs
+    it), suffix start position).
     """
     p = prefix.length
     lengths = [len(c) for c in req.chunk_ids]
@@ -116,7 +135,7 @@ def _assemble(engine: Engine, prefix: PrefixKV, req: Request, cached: list[Cache
     _place(engine, kv, p, cached, positions)
     if ape:
         kv.ape_slots = (p, p + sum(lengths))
-    stacked = _stack(cached, dev) if stack else None  # [L, 2, Hkv, N, d]
+    stacked = _stack(cached[req.exact_chunks:], dev) if stack else None  # [L, 2, Hkv, N_tail, d]
     return kv, slots, stacked, suffix_start
 
 
@@ -209,15 +228,21 @@ def start(
     dev = gen.device
     suffix = torch.tensor(req.suffix_ids, dtype=torch.int64, device=dev)
     ctx = torch.tensor([t for c in req.chunk_ids for t in c], dtype=torch.int64, device=dev)
+    e = sum(len(c) for c in req.chunk_ids[: req.exact_chunks])  # context tokens of the exact run
     reposition_s = 0.0
     recomputed = 0
     decoder = None
     t0 = time.perf_counter()
-    if req.mode == "full":
+    if req.mode in ("full", "prefix"):
         kv = new_working_kv(engine, prefix, capacity)
-        h, _ = engine.prefill(kv, torch.cat((ctx, suffix)), torch.arange(p, p + n + s, device=dev), keep=1)
+        if e:  # prefix mode: the exact run as a full prefill left it, then the rest of the prompt
+            positions = torch.arange(p, p + e, device=dev)
+            kv.reserve(positions)
+            _place(engine, kv, p, cached[: req.exact_chunks], positions)
+            reposition_s = time.perf_counter() - t0
+        h, _ = engine.prefill(kv, torch.cat((ctx[e:], suffix)), torch.arange(p + e, p + n + s, device=dev), keep=1)
         first_logits = gen.logits(h[-1:])[0]
-        recomputed = n
+        recomputed = n - e
         next_pos = p + n + s
     else:
         needs_stack = req.mode == "blend" and req.plan is not None and req.plan.deviation_of != "probe"
@@ -231,8 +256,12 @@ def start(
         # Ratio 0 is exactly reuse: no probe, no growth, no repair.
         zero_recompute = plan is None or (
             plan.ratio == 0 and plan.adaptive_coverage is None and (plan.forced is None or plan.forced.numel() == 0))
-        if req.mode == "blend" and not zero_recompute:
+        if req.mode == "blend" and not zero_recompute and e < n:
+            # Only the chunks after the exact run are candidates (the ratio applies to them).
+            slots, ctx, n = slots[e:], ctx[e:], n - e
             if plan.deviation_of == "oracle":
+                if e:
+                    raise ValueError("oracle selection is a diagnostic of whole-context blending; run it without chain entries")
                 scratch = new_working_kv(engine, prefix, n + s)
                 plan = replace(plan, oracle_scores=oracle_scores(engine, scratch, ctx, suffix, stacked))
             res = blend(engine, kv, slots, stacked, ctx, suffix, suffix_pos, plan)
@@ -328,6 +357,7 @@ class Stream:
             finish_reason=self.finish,
             repaired=self.decoder.done,
             teacher_agreement=agreement,
+            kv=self.decoder.kv,
         )
 
 

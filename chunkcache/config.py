@@ -98,6 +98,34 @@ class BlendConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Idle-time refinement (`refiner.py`): while nothing waits, full-prefill the contexts that
+    were recently answered inexactly (most requested first) and store their chain entries, so
+    their next answer is exact.
+
+    enabled: off in the library by default (`chunkcache serve` turns it on). idle_s: nothing
+    has waited or run for this long before work starts. idle_share: the share of idle time it
+    may use (after t seconds of work it rests t * (1 - share) / share). max_bytes: chain-entry
+    bytes it may write in the process's life (None = no cap). max_pending: contexts remembered
+    (the least requested are forgotten first).
+    """
+
+    enabled: bool = False
+    idle_s: float = 0.05
+    idle_share: float = 0.8
+    max_bytes: int | None = None
+    max_pending: int = 1024
+
+    def __post_init__(self):
+        if self.idle_s < 0 or not 0.0 < self.idle_share <= 1.0:
+            raise ConfigError(f"idle_s must be >= 0 and idle_share in (0, 1], got {self.idle_s}, {self.idle_share}")
+        if self.max_bytes is not None and self.max_bytes < 0:
+            raise ConfigError(f"max_bytes must be >= 0 or None, got {self.max_bytes}")
+        if self.max_pending < 1:
+            raise ConfigError(f"max_pending must be >= 1, got {self.max_pending}")
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     """Everything a ChunkCache needs.
 
@@ -106,6 +134,9 @@ class CacheConfig:
     codec / zstd_level: how chunk KV is stored; memory_bytes / disk_bytes: tier budgets.
     device: "cpu", "cuda" or "cuda:N"; dtype: one of DTYPES (the model's weights, activations and
     working cache). redis: a KV tier shared by replicas, below memory and disk (None = none).
+    chain_entries: full and prefix answers store each chunk's exact in-context KV (`chain.py`),
+    and reuse / blend / prefix answers load the longest stored leading run exactly.
+    refine: idle-time refinement of inexact contexts (see RefineConfig).
     """
 
     store_dir: str
@@ -126,6 +157,8 @@ class CacheConfig:
     device: str = "cpu"
     dtype: str = "float32"
     redis: "RedisConfig | None" = None
+    chain_entries: bool = True
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
     def __post_init__(self):
         if self.redis is not None:

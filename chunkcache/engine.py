@@ -155,6 +155,18 @@ class Engine:
         a warm-up): the last layer then writes every token's K/V but runs attention, output
         projection and MLP for those rows alone (a thirtieth of a prefill on a 30-layer model).
         """
+        steps = self.prefill_steps(kv, ids, positions, segments, collect, collect_q, keep)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def prefill_steps(self, kv: WorkingKV, ids: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor | None = None,
+                      collect: bool = False, collect_q: bool = False, keep: int | None = None):
+        """`prefill` one layer at a time: a generator that yields each layer's index after it ran
+        (work that must give way, like idle refinement, pauses between layers) and returns
+        prefill's result. Run it under `torch.inference_mode()`."""
         gen = self.gen
         blocks = self._causal_blocks(kv, positions, segments)
         slots = kv.reserve(positions, segments)
@@ -186,6 +198,8 @@ class Engine:
             else:
                 out = self._attend(kv, layer, q_rot, mask)
             h = gen.finish(layer, h, out)
+            if layer < last:
+                yield layer
         return h, (torch.stack(pre) if collect else None)
 
     def query_attention(self, q_suffix: torch.Tensor, k_ctx: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from chunkcache.answerer import Answerer
+from chunkcache.chain import ChainStore
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import compute_prefix
 from chunkcache.config import BlendConfig, CacheConfig
@@ -23,6 +24,7 @@ from chunkcache.model import Generator
 from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER
 from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
+from chunkcache.refiner import Refiner, compute_chain
 from chunkcache.sampling import SamplingParams
 from chunkcache.scheduler import Scheduler
 from chunkcache.storage import KVStore, StoreConfig
@@ -66,7 +68,10 @@ class ChunkCache:
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
         self.scheduler = Scheduler(self.engine, self._lock, config.max_batch)
-        self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock, self.scheduler)
+        self.chains = ChainStore(self.engine, self.prefix, self.prompt.prefix_digest, store)
+        self.refiner = Refiner(self.engine, self.prefix, self.chains, self._lock, lambda: self._answerer.busy, config.refine)
+        self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock, self.scheduler,
+                                  self.chains, on_blended=self.refiner.note)
         self._documents = DocumentService(root / "corpus", tokenizer, self.prompt, self.chunks)
 
     # -- chunk KV -------------------------------------------------------------------------------
@@ -103,6 +108,7 @@ class ChunkCache:
         teacher_ids: Sequence[int] | None = None,
         history: Sequence[Turn] = (),
         stop: str | Sequence[str] | None = None,
+        chain: bool | None = None,
     ) -> Answer:
         """Answer `question` over `passages` (strings or {"title", "text"} dicts, in prompt order).
 
@@ -117,11 +123,40 @@ class ChunkCache:
         first), placed in the suffix; chunk KV never depends on them. stop: a string or up to 4;
         the answer ends at the first of them (finish_reason "stop"), which is not part of the
         text; streamed pieces never hold text a stop sequence later removes.
+        chain: use chain entries for this answer (look up the exact leading run; full and prefix
+        store theirs); None = `config.chain_entries`. Evaluations of unique contexts pass False.
         """
         return self._answerer.answer(question, passages, mode=mode, recompute_ratio=recompute_ratio,
                                      max_new_tokens=max_new_tokens, sampling=sampling, on_token=on_token,
                                      return_logprobs=return_logprobs, hits_meta=hits_meta, blend=blend,
-                                     should_stop=should_stop, teacher_ids=teacher_ids, history=history, stop=stop)
+                                     should_stop=should_stop, teacher_ids=teacher_ids, history=history, stop=stop,
+                                     chain=chain)
+
+    def warm_exact(self, contexts: Iterable[Sequence], progress: bool = False, desc: str = "exact warm-up") -> int:
+        """Store the chain entries of each context (a list of passages in prompt order): a later
+        answer over the same passages in the same order is then exact from the first token on
+        and computes nothing but the question. Contexts stored already cost a lookup. Returns
+        how many contexts were computed."""
+        from tqdm.auto import tqdm
+
+        computed = 0
+        for passages in tqdm(list(contexts), desc=desc, unit="context", disable=not progress):
+            ids = [self.prompt.passage_ids(as_passage(p)) for p in passages]
+            if ids and self.chains.stored_run(ids) < len(ids):
+                computed += compute_chain(self.engine, self.prefix, self.chains, ids, self._lock) > 0
+        return computed
+
+    def warm_queries(self, questions: Iterable[str], top_k: int = 5, order: str = DEFAULT_ORDER,
+                     progress: bool = False) -> int:
+        """`warm_exact` over what each logged question retrieves (see `query`): replaying a
+        query log ahead of time makes its repeats exact. Returns how many contexts were computed."""
+        contexts = []
+        for q in questions:
+            if isinstance(q, str) and q.strip():
+                hits = self.retrieve(q, top_k=top_k, order=order)
+                if hits:
+                    contexts.append([Passage(h.text, h.title) for h in hits])
+        return self.warm_exact(contexts, progress=progress, desc="exact warm-up (query log)")
 
     # -- documents and retrieval ----------------------------------------------------------------
     @property
@@ -185,6 +220,7 @@ class ChunkCache:
         return self.store.stats()
 
     def close(self) -> None:
+        self.refiner.close()  # it takes the model lock per layer: stop it first
         self.scheduler.close()  # outside the model lock: the running requests need it to finish
         with self._lock:
             self._documents.close()

@@ -9,11 +9,15 @@ CODECS = ("fp16", "bf16", "int8", "int4", "fp32")
 DEFAULT_CODEC = "fp16"
 
 # How an answer uses the cache (answering.py describes each).
-MODES = ("full", "reuse", "blend", "ape")
+MODES = ("full", "reuse", "blend", "ape", "prefix")
+# Modes that look up chain entries (the exact leading run of chunks, `chain.py`). APE places
+# chunks at shared positions, never where a chain entry was computed; full is the baseline.
+CHAIN_MODES = ("reuse", "blend", "prefix")
 DEFAULT_MODE = "blend"
 
-# What the cache did for one passage of an answer; full mode never looks at the cache.
-CACHE_STATES = ("hit", "miss", "not used")
+# What the cache did for one passage of an answer: "exact" its KV in this very context (a chain
+# entry), "hit" its per-chunk KV placed and blended, "miss" computed now; full never looks.
+CACHE_STATES = ("hit", "miss", "not used", "exact")
 
 # Prompt order of retrieved chunks: best first, or by (document id, ordinal).
 ORDERS = ("score", "document")

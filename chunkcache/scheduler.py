@@ -80,6 +80,11 @@ class Scheduler:
     def running(self) -> int:
         return len(self._running)
 
+    @property
+    def busy(self) -> bool:
+        """A request waits or runs (a snapshot: idle refinement polls it between layers)."""
+        return bool(self._waiting or self._running)
+
     def _loop(self) -> None:
         while True:
             with self._cv:

@@ -27,7 +27,8 @@ class Timings:
 @dataclass(frozen=True)
 class PassageHit:
     """Whether a passage's KV came from the cache (`hit` True) or was computed for this request
-    (False); None in full mode, which never looks at the cache. `cache` says the same in words."""
+    (False); None in full mode, which never looks at the cache. `exact`: it came from a chain
+    entry (its KV in this very context, as a full prefill computed it). `cache` says it in words."""
 
     index: int
     tokens: int
@@ -36,10 +37,13 @@ class PassageHit:
     doc_id: str | None = None
     ordinal: int | None = None
     score: float | None = None
+    exact: bool = False
 
     @property
     def cache(self) -> str:
-        """"hit", "miss" or "not used" (full mode)."""
+        """"exact", "hit", "miss" or "not used" (full mode)."""
+        if self.exact:
+            return CACHE_STATES[3]
         return CACHE_STATES[0 if self.hit else 2 if self.hit is None else 1]
 
 
@@ -66,6 +70,11 @@ class Answer:
     @property
     def cache_hits(self) -> int:
         return sum(p.hit is True for p in self.passages)
+
+    @property
+    def exact_passages(self) -> int:
+        """Leading passages whose KV was exact in this context (chain entries): never recomputed."""
+        return sum(p.exact for p in self.passages)
 
     @property
     def cache_misses(self) -> int:

@@ -2,7 +2,7 @@
 
 from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 from chunkcache.storage.header import FORMAT_VERSION, KVHeader, read_header
-from chunkcache.storage.keys import chunk_key
+from chunkcache.storage.keys import chain_keys, chunk_key
 from chunkcache.storage.latency import LatencySummary
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
@@ -29,6 +29,7 @@ __all__ = [
     "TierStats",
     "TieredStore",
     "WriteReport",
+    "chain_keys",
     "chunk_key",
     "decode_kv",
     "decode_payload",

@@ -53,3 +53,34 @@ def _token_bytes(token_ids: Sequence[int]) -> bytes:
     if lo < _INT32.min or hi > _INT32.max:
         raise ConfigError(f"token ids must fit int32, got range [{lo}, {hi}]")
     return arr.astype("<i4").tobytes()
+
+
+def chain_keys(
+    model_fingerprint: str,
+    prefix_digest: str,
+    chunks: Sequence[Sequence[int]],
+    codec: str,
+    format_version: int = FORMAT_VERSION,
+) -> list[bytes]:
+    """32-byte chain keys, one per chunk: key i names chunk i's KV *in context*, i.e. computed
+    behind the prefix and chunks 0..i-1 in that order (exact at that place in that prompt).
+
+    A different kind of entry than `chunk_key` (another blake2b personalisation), so the two
+    never collide. The running hash is copied after each chunk: O(total tokens) for all keys.
+    """
+    for name, value in (("model_fingerprint", model_fingerprint), ("prefix_digest", prefix_digest), ("codec", codec)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a str, got {type(value).__name__}")
+    h = hashlib.blake2b(digest_size=KEY_SIZE, person=b"ccache-chain-v1")
+    h.update(_DOMAIN)
+    h.update(struct.pack("<H", format_version))
+    for field in (model_fingerprint.encode(), prefix_digest.encode(), codec.encode()):
+        h.update(struct.pack("<Q", len(field)))
+        h.update(field)
+    keys = []
+    for ids in chunks:
+        field = _token_bytes(ids)
+        h.update(struct.pack("<Q", len(field)))
+        h.update(field)
+        keys.append(h.copy().digest())
+    return keys

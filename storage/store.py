@@ -176,22 +176,27 @@ class KVStore:
     def put(self, key: bytes, kv: torch.Tensor) -> None:
         self.put_many([(key, kv)])
 
-    def put_many(self, items: Iterable[tuple[bytes, torch.Tensor]]) -> None:
-        """Encode every item, then write them in one LMDB transaction; StorageError if it fails."""
-        batch = [(key, self._encode(kv)) for key, kv in items]
+    def put_many(self, items: Iterable[tuple[bytes, torch.Tensor]], codec: CodecSpec | None = None,
+                 rotated: bool = False) -> None:
+        """Encode every item, then write them in one LMDB transaction; StorageError if it fails.
+
+        codec: this write's codec instead of the store's (chain entries are kept lossless);
+        rotated: the keys are rotated at their prompt positions (header rope flag 1)."""
+        batch = [(key, self._encode(kv, codec or self.codec, rotated)) for key, kv in items]
         try:
             self._tiers.put_many(batch)
         except OSError as e:  # a tier that writes files directly
             raise StorageError(f"KV store write of {len(batch)} entries failed: {e.strerror or e}") from e
 
-    def offer_many(self, items: Iterable[tuple[bytes, torch.Tensor]]) -> bool:
+    def offer_many(self, items: Iterable[tuple[bytes, torch.Tensor]], codec: CodecSpec | None = None,
+                   rotated: bool = False) -> bool:
         """put_many that never raises a write failure: True if stored; else logged, counted, reported.
 
         All items are written in one transaction, so they are stored together or not at all.
         """
         batch = list(items)
         try:
-            self.put_many(batch)
+            self.put_many(batch, codec, rotated)
             return True
         except StorageError as e:
             self._write_failed([key for key, _ in batch], e, f"not caching {len(batch)} computed chunk(s)")
@@ -271,8 +276,8 @@ class KVStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _encode(self, kv: torch.Tensor) -> bytes:
+    def _encode(self, kv: torch.Tensor, codec: CodecSpec, rotated: bool) -> bytes:
         t0 = time.perf_counter()
-        blob = encode_kv(kv, self.codec)
+        blob = encode_kv(kv, codec, rotated)
         self._encode_ms.record((time.perf_counter() - t0) * 1e3)
         return blob

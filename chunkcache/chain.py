@@ -1,0 +1,77 @@
+"""Chain entries: each chunk's exact KV at its place behind the chunks before it.
+
+A per-chunk entry (`chunk_store.py`) is a chunk computed behind the shared prefix alone: usable
+anywhere, approximate once other chunks precede it. A chain entry is the chunk as a full
+prefill of [prefix][c_0]...[c_i] computed it (keys rotated at their positions, values), under
+the key of (model, prefix, codec, the tokens of c_0..c_i) and in the lossless codec of the
+working dtype. A request whose leading chunks c_0..c_{e-1} all have chain entries gets their KV
+exactly as a full prefill would, without computing it; only the chunks after that run are
+placed from per-chunk entries and blended (or, in `prefix` mode, prefilled).
+
+Chain entries live in the same store as per-chunk entries (same header and checksum, same
+tiers, one byte budget and eviction). One prompt's entries cost what its context's KV costs:
+[A, B, C] and [A, B, D] share the entries of A and A->B.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from chunkcache.chunk_kv import PrefixKV
+from chunkcache.engine import Engine
+from chunkcache.kv import WorkingKV
+from chunkcache.storage import CodecSpec, KVStore, Payload, chain_keys
+
+# Lossless for the working cache's dtype: a chain entry puts back the very bytes a full prefill wrote.
+LOSSLESS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+class ChainStore:
+    """Chain entries of a model and prefix in `store` (see the module docstring)."""
+
+    def __init__(self, engine: Engine, prefix: PrefixKV, prefix_digest: str, store: KVStore):
+        self.engine, self.prefix, self.store = engine, prefix, store
+        self._prefix_digest = prefix_digest
+        self.codec = CodecSpec(LOSSLESS[engine.gen.dtype])
+
+    def keys(self, chunk_ids: Sequence[Sequence[int]]) -> list[bytes]:
+        """One key per chunk: chunk i's entry behind chunks 0..i-1."""
+        return chain_keys(self.engine.gen.fingerprint, self._prefix_digest, chunk_ids, self.codec.tag)
+
+    def lookup(self, chunk_ids: Sequence[Sequence[int]]) -> list[Payload]:
+        """The entries of the longest leading run of chunks stored in context (rotated payloads,
+        [L, 2, Hkv, n_i, d] each): empty when the first chunk has none. A corrupt entry ends the
+        run (it is deleted and counted by the store, and recomputed by the caller)."""
+        run: list[Payload] = []
+        for key in self.keys(chunk_ids):
+            payload = self.store.get_payload(key)
+            if payload is None or not payload.rotated:
+                break
+            run.append(payload)
+        return run
+
+    def stored_run(self, chunk_ids: Sequence[Sequence[int]]) -> int:
+        """How many leading chunks have chain entries (existence only, nothing decoded)."""
+        count = 0
+        for key in self.keys(chunk_ids):
+            if not self.store.contains(key):
+                break
+            count += 1
+        return count
+
+    def save(self, kv: WorkingKV, chunk_ids: Sequence[Sequence[int]], start: int = 0) -> int:
+        """Store chunks [start:] of a cache that a full prefill filled: chunk i's slots are
+        [P + len(c_0..c_{i-1}), ...) after the prefix. Never raises a write failure (the store
+        logs and counts it). Returns the bytes of KV handed to the store (0 if nothing)."""
+        keys = self.keys(chunk_ids)
+        a = self.prefix.length + sum(len(c) for c in chunk_ids[:start])
+        items, size = [], 0
+        for key, ids in zip(keys[start:], chunk_ids[start:]):
+            b = a + len(ids)
+            part = torch.stack((kv.k[:, :, a:b], kv.v[:, :, a:b]), dim=1)  # [L, 2, Hkv, n, d]
+            items.append((key, part))
+            size += part.numel() * part.element_size()
+            a = b
+        if items and self.store.offer_many(items, codec=self.codec, rotated=True):
+            return size
+        return 0
