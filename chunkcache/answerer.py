@@ -114,7 +114,7 @@ class Answerer:
             for i, (ids, hit, p) in enumerate(zip(chunk_ids, hits, items))
         )
         n = sum(len(c) for c in chunk_ids)
-        total_s = time.perf_counter() - t_start
+        total_s = time.perf_counter() - t_start - out.replay_s
         if chain and mode in ("full", "prefix") and e < len(items):
             # After the answer (its total time does not include it): the context as this full
             # prefill computed it, one chain entry per chunk not stored in context yet.

@@ -62,6 +62,7 @@ class Generated:
     finish_reason: str
     repaired: int = 0  # context tokens recomputed while decoding
     teacher_agreement: float | None = None
+    replay_s: float = 0.0  # the teacher-forced replay after the answer (evaluation only; not answer time)
     # The request's working cache after the answer: what a full prefill computed is stored from
     # it as chain entries (`ChainStore.save`); the context slots are unchanged by plain decoding.
     kv: object = field(default=None, repr=False, compare=False)
@@ -307,7 +308,7 @@ class Stream:
         self.position, self.recomputed, self.timing = next_pos, recomputed, timing
         self.on_token, self.should_stop = on_token, should_stop
         self.tokens: list[int] = []
-        self.eos = set(engine.gen.spec.eos_token_ids)
+        self.eos = set() if sampler.params.ignore_eos else set(engine.gen.spec.eos_token_ids)
         self.finish = "length"
         self.decode_s = 0.0
         self._emit(token)
@@ -405,4 +406,8 @@ def generate(
         error = decode_step(engine, [stream])[0]
         if error is not None:
             raise error
-    return stream.result(stream.agreement(teacher, snap) if teacher else None)
+    if not teacher:
+        return stream.result()
+    t0 = time.perf_counter()
+    agreement = stream.agreement(teacher, snap)
+    return replace(stream.result(agreement), replay_s=time.perf_counter() - t0)

@@ -16,6 +16,7 @@ from chunkcache.errors import InvalidRequestError
 from chunkcache.scores import best_over, exact_match, kl_divergence, token_f1
 from chunkcache.stats import bootstrap_ci, median_ratio, percentile
 from chunkcache.names import MODES
+from chunkcache.sampling import SamplingParams
 
 # The public QA samples shipped beside the repository (../shared/data/qa/, see SOURCES.md there).
 QA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qa"
@@ -149,13 +150,26 @@ class RunSamples:
     recomputed_share: list[float] = field(default_factory=list)
     cache_hit_ratio: list[float] = field(default_factory=list)
     ttft_s: list[float] = field(default_factory=list)
+    total_s: list[float] = field(default_factory=list)  # first token to last of a max_new_tokens answer
+    ms_per_token: list[float] = field(default_factory=list)  # decode time per token after the first
 
 
-def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_resamples: int = 2000, seed: int = 0) -> dict:
+def _saving_kept(quads: list[tuple[float, float, float, float]]) -> float:
+    """mean(full total - run total) / mean(full TTFT - run TTFT) over (full ttft, run ttft, full total, run total)."""
+    ttft_saving = statistics.fmean(f - r for f, r, _, _ in quads)
+    total_saving = statistics.fmean(fa - ra for _, _, fa, ra in quads)
+    return total_saving / ttft_saving if ttft_saving > 0 else float("nan")
+
+
+def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_resamples: int = 2000, seed: int = 0,
+                  full_totals: list[float] | None = None) -> dict:
     """Means over the examples; fidelity, first_token_kl, teacher_agreement and ttft_speedup also get
     <metric>_lo and <metric>_hi, a 95% percentile-bootstrap interval over the examples.
 
-    ttft_speedup = median(full TTFT) / median(run TTFT); its interval resamples examples (pairs).
+    ttft_speedup = median(full TTFT) / median(run TTFT); its interval resamples examples (pairs);
+    total_speedup likewise for the whole answer's time. saving_kept = mean(full total - run total)
+    / mean(full TTFT - run TTFT): the share of the first token's saving still there when the
+    answer ends (1 = decoding costs what full's does; < 0 = slower than full end to end).
     A metric that was not measured (teacher agreement of full, speedup of an untimed run) is None.
     """
     mean = statistics.fmean
@@ -164,17 +178,38 @@ def summarize_run(s: RunSamples, full_ttfts: list[float], timed: bool = True, n_
         return bootstrap_ci(values, stat, n_resamples=n_resamples, seed=seed)
 
     pairs = list(zip(full_ttfts, s.ttft_s))  # (full, run) TTFT per example: the speedup resamples whole examples
+    total_pairs = list(zip(full_totals or s.total_s, s.total_s))
+    quads = [(ft, rt, fa, ra) for (ft, rt), (fa, ra) in zip(pairs, total_pairs)]
     out: dict = {"n": len(s.ttft_s), "f1": mean(s.f1), "em": mean(s.em), "fidelity": mean(s.fidelity),
                  "first_token_agreement": mean(s.first_token_agreement), "first_token_kl": mean(s.first_token_kl),
                  "teacher_agreement": mean(s.teacher_agreement) if s.teacher_agreement else None,
                  "ttft_median_s": statistics.median(s.ttft_s), "ttft_p95_s": percentile(s.ttft_s, 0.95),
                  "ttft_speedup": median_ratio(pairs) if timed else None, "timed": timed,
+                 "total_median_s": statistics.median(s.total_s) if s.total_s else None,
+                 "total_speedup": median_ratio(total_pairs) if timed and s.total_s else None,
+                 "ms_per_token": mean(s.ms_per_token) if timed and s.ms_per_token else None,
+                 "saving_kept": _saving_kept(quads) if timed and quads and full_totals and s.total_s is not full_totals else None,
                  "recomputed_share": mean(s.recomputed_share), "cache_hit_ratio": mean(s.cache_hit_ratio)}
     samples = {"fidelity": s.fidelity, "first_token_kl": s.first_token_kl, "teacher_agreement": s.teacher_agreement}
     for metric, values in samples.items():
         out[f"{metric}_lo"], out[f"{metric}_hi"] = ci(values) if values else (None, None)
     out["ttft_speedup_lo"], out["ttft_speedup_hi"] = ci(pairs, median_ratio) if timed else (None, None)
+    out["total_speedup_lo"], out["total_speedup_hi"] = ci(total_pairs, median_ratio) if out["total_speedup"] else (None, None)
+    out["ms_per_token_lo"], out["ms_per_token_hi"] = ci(s.ms_per_token) if out["ms_per_token"] is not None else (None, None)
+    out["saving_kept_lo"], out["saving_kept_hi"] = ci(quads, _saving_kept) if out["saving_kept"] is not None else (None, None)
     return {k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def _answer_text(cache, ans) -> tuple[tuple[int, ...], str]:
+    """The tokens up to and including the first end-of-sequence token, and their text: what the
+    answer is when decoding stops there (the timed answer goes on to max_new_tokens)."""
+    eos = set(cache.generator.spec.eos_token_ids)
+    token_ids = ans.token_ids
+    cut = next((i + 1 for i, t in enumerate(token_ids) if t in eos), None)
+    if cut is None:
+        return tuple(token_ids), ans.text
+    kept = tuple(token_ids[:cut])
+    return kept, cache.generator.tokenizer.decode(list(kept), skip_special_tokens=True).strip()
 
 
 def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_tokens: int = 32, progress: bool = True,
@@ -182,6 +217,10 @@ def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_toke
     """Warm every example's passages, then answer each example in every run (full first).
 
     Every other run is also teacher-forced on full's tokens (share of top-1 matches).
+    Answers are timed at their full length (`max_new_tokens`, past an end-of-sequence token:
+    the total time of an answer of that length); quality is scored on the answer up to its
+    first end-of-sequence token, which greedy decoding gives unchanged. Chain entries are off:
+    every run sees each context as new (an exact repeat is not what blend's quality measures).
     Returns {"runs": {name: summary}, "examples": [...per-example answers...]}.
     """
     if not runs or runs[0].mode != "full":
@@ -195,13 +234,15 @@ def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_toke
         full = None
         for run in runs:
             ans = cache.answer(ex.question, list(ex.passages), mode=run.mode, recompute_ratio=run.ratio, max_new_tokens=max_new_tokens,
-                               return_logprobs=True, blend=run.blend, teacher_ids=None if full is None else full.token_ids)
+                               return_logprobs=True, blend=run.blend, teacher_ids=None if full is None else full_ids,
+                               sampling=SamplingParams(ignore_eos=True), chain=False)
+            ids, text = _answer_text(cache, ans)
             if full is None:
-                full = ans
+                full, full_ids, full_text = ans, ids, text
             s = samples[run.name]
-            s.f1.append(best_over(token_f1, ans.text, list(ex.answers)))
-            s.em.append(best_over(exact_match, ans.text, list(ex.answers)))
-            s.fidelity.append(token_f1(ans.text, full.text))
+            s.f1.append(best_over(token_f1, text, list(ex.answers)))
+            s.em.append(best_over(exact_match, text, list(ex.answers)))
+            s.fidelity.append(token_f1(text, full_text))
             s.first_token_agreement.append(float(ans.token_ids[0] == full.token_ids[0]))
             s.first_token_kl.append(kl_divergence(full.first_logprobs, ans.first_logprobs))
             if ans is not full:
@@ -209,15 +250,19 @@ def evaluate(cache, examples: list[QAExample], runs: list[RunSpec], max_new_toke
             s.recomputed_share.append(ans.recomputed_tokens / max(1, ans.context_tokens))
             s.cache_hit_ratio.append(ans.cache_hits / max(1, len(ans.passages)))
             s.ttft_s.append(ans.ttft_s)
-            row["outputs"][run.name] = {"text": ans.text, "ttft_s": round(ans.ttft_s, 4), "recomputed_tokens": ans.recomputed_tokens,
+            s.total_s.append(ans.ttft_s + ans.timings.decode)
+            if ans.generated_tokens > 1:
+                s.ms_per_token.append(1e3 * ans.timings.decode / (ans.generated_tokens - 1))
+            row["outputs"][run.name] = {"text": text, "ttft_s": round(ans.ttft_s, 4), "total_s": round(s.total_s[-1], 4),
+                                        "recomputed_tokens": ans.recomputed_tokens,
                                         "fidelity": round(s.fidelity[-1], 5), "first_token_kl": round(s.first_token_kl[-1], 6),
                                         "teacher_agreement": None if ans is full else round(ans.teacher_agreement, 5)}
             bar.update(1)
         per_example.append(row)
     bar.close()
-    full_ttfts = samples[runs[0].name].ttft_s
+    full_ttfts, full_totals = samples[runs[0].name].ttft_s, samples[runs[0].name].total_s
     return {
-        "runs": {r.name: summarize_run(samples[r.name], full_ttfts, r.timed, n_resamples, seed) for r in runs},
+        "runs": {r.name: summarize_run(samples[r.name], full_ttfts, r.timed, n_resamples, seed, full_totals) for r in runs},
         "examples": per_example,
         "bootstrap": {"level": 0.95, "resamples": n_resamples, "seed": seed, "over": "examples"},
     }
@@ -235,7 +280,8 @@ def with_interval(rep: dict, metric: str, digits: int = 3) -> str:
 
 def format_table(result: dict) -> str:
     """One row per run; fidelity, KL, teacher agreement and speedup with their 95% intervals."""
-    head = ["run", "n", "f1", "em", "fidelity", "1st-token agree", "1st-token KL", "teacher agree", "TTFT median s", "speedup", "recomputed"]
+    head = ["run", "n", "f1", "em", "fidelity", "1st-token agree", "1st-token KL", "teacher agree", "TTFT median s", "speedup",
+            "total median s", "total speedup", "ms/token", "saving kept", "recomputed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     untimed = []
     for name, rep in result["runs"].items():
@@ -244,11 +290,15 @@ def format_table(result: dict) -> str:
             untimed.append(name)
         cells = [name, str(rep["n"]), f"{rep['f1']:.3f}", f"{rep['em']:.3f}", with_interval(rep, "fidelity"),
                  f"{rep['first_token_agreement']:.3f}", with_interval(rep, "first_token_kl", 4), with_interval(rep, "teacher_agreement"),
-                 f"{rep['ttft_median_s']:.3f}" if timed else "n/a", with_interval(rep, "ttft_speedup", 2)]
+                 f"{rep['ttft_median_s']:.3f}" if timed else "n/a", with_interval(rep, "ttft_speedup", 2),
+                 f"{rep['total_median_s']:.3f}" if timed and rep.get("total_median_s") is not None else "n/a",
+                 with_interval(rep, "total_speedup", 2), with_interval(rep, "ms_per_token", 1), with_interval(rep, "saving_kept", 2)]
         lines.append("| " + " | ".join(cells + [f"{rep['recomputed_share']:.3f}"]) + " |")
     boot = result.get("bootstrap")
     if boot:
         lines.append(f"\n[lo, hi]: {boot['level']:.0%} percentile bootstrap over the examples ({boot['resamples']} resamples, seed {boot['seed']}).")
+        lines.append("total: the first token to the last of a max-new-tokens answer; saving kept: mean(full total - run total) / "
+                     "mean(full TTFT - run TTFT), the share of the first token's saving left at the answer's end.")
     if untimed:
         lines.append(f"{', '.join(untimed)}: diagnostic (selection by the true deviation from a full prefill); its TTFT is not meaningful.")
     return "\n".join(lines)

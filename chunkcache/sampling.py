@@ -9,11 +9,14 @@ from chunkcache.errors import InvalidRequestError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """temperature 0 means greedy; top_p in (0, 1]; seed makes sampling reproducible."""
+    """temperature 0 means greedy; top_p in (0, 1]; seed makes sampling reproducible.
+    ignore_eos: go on past an end-of-sequence token up to max_new_tokens (benchmarks time
+    answers of one length; vLLM's flag of the same name)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self):
         if not 0.0 <= self.temperature <= 5.0:

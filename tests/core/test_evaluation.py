@@ -146,12 +146,14 @@ class FakeCache:
 
     def __init__(self):
         self.calls = []
+        self.generator = SimpleNamespace(spec=SimpleNamespace(eos_token_ids=(99,)), tokenizer=None)
 
     def warm(self, passages, progress=False, desc=""):
         self.passages = list(passages)
 
     def answer(self, question, passages, mode, recompute_ratio=None, max_new_tokens=32, return_logprobs=False, blend=None,
-               teacher_ids=None):
+               teacher_ids=None, sampling=None, chain=None):
+        assert sampling.ignore_eos and chain is False  # timed at full length, every context new
         i = int(question.split()[-1])
         self.calls.append((mode, recompute_ratio, blend, teacher_ids))
         wrong = mode == "reuse" and i % 2 == 1
@@ -160,7 +162,9 @@ class FakeCache:
         return SimpleNamespace(
             text=f"ans {i}" if not wrong else "other", token_ids=(7, i) if not wrong else (8, i), first_logprobs=logits.log_softmax(-1),
             teacher_agreement=None if teacher_ids is None else (0.5 if wrong else 1.0), recomputed_tokens=0 if mode != "blend" else 3,
-            context_tokens=20, cache_hits=len(passages) if mode != "full" else 0, passages=passages, ttft_s=ttft)
+            context_tokens=20, cache_hits=len(passages) if mode != "full" else 0, passages=passages, ttft_s=ttft,
+            # decode: full 0.1 s per token after the first, reuse the same, blend 0.2 (it keeps half its saving)
+            generated_tokens=2, timings=SimpleNamespace(decode={"full": 0.1, "reuse": 0.1, "blend": 0.35}[mode]))
 
 
 def qa(n: int) -> list[QAExample]:
@@ -182,6 +186,9 @@ def test_evaluate_reports_means_intervals_and_teacher_agreement():
     assert reuse["teacher_agreement_lo"] < 0.75 < reuse["teacher_agreement_hi"]
     assert reuse["first_token_kl"] > 0 and reuse["first_token_kl_lo"] < reuse["first_token_kl"] < reuse["first_token_kl_hi"]
     assert reuse["ttft_speedup"] == pytest.approx(4.0, rel=1e-4)
+    assert reuse["saving_kept"] == pytest.approx(1.0) and full["saving_kept"] is None
+    assert blend["saving_kept"] == pytest.approx(0.5, rel=0.05) and blend["ms_per_token"] == pytest.approx(350)
+    assert blend["total_speedup_lo"] <= blend["total_speedup"] <= blend["total_speedup_hi"]
     assert reuse["ttft_speedup_lo"] <= reuse["ttft_speedup"] <= reuse["ttft_speedup_hi"]
     assert blend["teacher_agreement"] == 1.0 and blend["first_token_kl"] == 0.0 and blend["recomputed_share"] == 0.15
     rows = result["examples"]
@@ -197,7 +204,7 @@ def test_untimed_runs_report_no_speedup():
     assert rep["timed"] is False and rep["ttft_speedup"] is None and rep["ttft_speedup_lo"] is None
     table = format_table(result)
     row = next(line for line in table.splitlines() if line.startswith("| oracle@0.15 |"))
-    assert row.count("n/a") == 2  # TTFT and speedup
+    assert row.count("n/a") == 6  # TTFT, speedup, total, total speedup, ms/token, saving kept
     assert "oracle@0.15: diagnostic" in table
 
 

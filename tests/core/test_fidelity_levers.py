@@ -15,7 +15,8 @@ QA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qa" / "2w
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, default_model_dir):
-    cc = ChunkCache(store_dir=str(tmp_path_factory.mktemp("levers")), model=str(default_model_dir), persist=False)
+    cc = ChunkCache(store_dir=str(tmp_path_factory.mktemp("levers")), model=str(default_model_dir), persist=False,
+                    chain_entries=False)  # the levers of per-chunk blending, compared with full on the same passages
     yield cc
     cc.close()
 
