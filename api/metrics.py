@@ -62,7 +62,7 @@ class ServiceMetrics:
         self.recomputed_tokens = Counter("chunkcache_recomputed_tokens", "context tokens recomputed by answers", ["mode"], registry=r)
         self.recompute_ratio = Histogram("chunkcache_recomputed_token_ratio", "per answer: recomputed / context tokens", ["mode"],
                                          buckets=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0), registry=r)
-        self.passages = Counter("chunkcache_passages", "passages of answers by KV cache outcome", ["result"], registry=r)
+        self.passages = Counter("chunkcache_passages", "passages of answers by KV cache outcome: exact (chain entry), hit (placed and blended), miss (computed), not_used (full)", ["result"], registry=r)
         self.not_stored = Counter("chunkcache_passages_not_stored", "passages whose computed KV could not be stored", registry=r)
         self.generated_tokens = Counter("chunkcache_generated_tokens", "tokens generated", registry=r)
         depth = Gauge("chunkcache_queue_depth", "model requests waiting for a worker", registry=r)
@@ -79,7 +79,8 @@ class ServiceMetrics:
         if answer.context_tokens:
             self.recompute_ratio.labels(answer.mode).observe(answer.recomputed_tokens / answer.context_tokens)
         misses = answer.cache_misses
-        self.passages.labels("hit").inc(answer.cache_hits)
+        self.passages.labels("exact").inc(answer.exact_passages)
+        self.passages.labels("hit").inc(answer.cache_hits - answer.exact_passages)
         self.passages.labels("miss").inc(misses)
         self.passages.labels("not_used").inc(len(answer.passages) - answer.cache_hits - misses)
         if not result.kv_stored:

@@ -210,7 +210,8 @@ class Source(BaseModel):
     title: str
     tokens: int
     cache_hit: bool | None = Field(description="the passage's KV came from the cache; null in full mode, which does not use the cache")
-    cache: CacheState = Field(description="hit, miss, or 'not used' (full mode)")
+    cache: CacheState = Field(description="exact (its KV as a full prefill of this very context computed it: a chain entry), "
+                                          "hit (its cached KV placed and blended), miss (computed for this answer), or 'not used' (full mode)")
     stored: bool | None = Field(description="the passage's KV is in the cache after this answer; false when it was computed but "
                                             "could not be stored (e.g. a full disk); null in full mode, which does not use the cache")
 

@@ -33,6 +33,9 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
+    g.add_argument("--no-chain-entries", action="store_true",
+                   help="do not store or use chain entries (each chunk's exact KV in the context a full prefill saw); "
+                        "repeated contexts are then blended again instead of answered exactly")
     from chunkcache.config import DEVICE_PATTERN, DEVICES, DEVIATIONS, DTYPES, BlendConfig, CacheConfig
 
     def device(text: str) -> str:
@@ -146,6 +149,7 @@ def _cache_config(args, redis=None):
         device=args.device,
         dtype=args.dtype,
         redis=redis,
+        chain_entries=not args.no_chain_entries,
     )
     return config
 
@@ -218,11 +222,37 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def _logged_questions(path: str) -> list[str]:
+    """A query log: one question per line, or JSONL objects with a "question" field."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ChunkCacheError(f"cannot read --queries {path}: {e.strerror}") from e
+    questions = []
+    for no, line in enumerate(lines, 1):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                line = json.loads(line)["question"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ChunkCacheError(f"{path}:{no}: a JSON line needs a string \"question\" field ({e})") from e
+        if isinstance(line, str) and line.strip():
+            questions.append(line.strip())
+    if not questions:
+        raise ChunkCacheError(f"--queries {path} holds no questions (one per line, or JSONL with \"question\")")
+    return questions
+
+
 def cmd_warm(args) -> int:
+    questions = _logged_questions(args.queries) if args.queries else None
     cache = _build_cache(args, _redis_config(args))
     try:
         computed = cache.warm_corpus(progress=not args.quiet, verify=args.verify)
         print(f"warmed {computed} chunk caches ({cache.corpus.num_chunks} indexed chunks; the rest were stored already)")
+        if questions:
+            exact = cache.warm_queries(questions, top_k=args.top_k, order=args.order, progress=not args.quiet)
+            print(f"stored {exact} contexts exactly (chain entries) for {len(questions)} logged questions; "
+                  "the rest were stored already")
     finally:
         cache.close()
     return 0
@@ -263,7 +293,7 @@ def cmd_serve(args) -> int:
 
     from chunkcache.api.server import serve
     from chunkcache.api.settings import ServiceConfig
-    from chunkcache.config import CacheConfig
+    from chunkcache.config import CacheConfig, RefineConfig
 
     api_key = _api_key(args)
     overrides = {k: v for k, v in {
@@ -273,13 +303,18 @@ def cmd_serve(args) -> int:
     }.items() if v is not None}
     service = ServiceConfig.from_env(**overrides)
     _set_threads(args)
-    # Every worker's request may decode in the same batch.
-    config = replace(_cache_config(args, service.redis), max_batch=max(service.workers, CacheConfig.max_batch))
+    # Every worker's request may decode in the same batch; idle refinement is on unless turned off.
+    config = _cache_config(args, service.redis)
+    refine = RefineConfig(enabled=not args.no_refine and config.chain_entries, idle_share=args.refine_share,
+                          max_bytes=args.refine_max_mib * 2**20 if args.refine_max_mib is not None else None)
+    config = replace(config, max_batch=max(service.workers, CacheConfig.max_batch), refine=refine)
     serve(config, service, log_level=args.log_level)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chunkcache.config import RefineConfig
+
     parser = argparse.ArgumentParser(
         prog="chunkcache",
         description="RAG context caching: precompute each passage's KV cache once, reuse it at query time "
@@ -342,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "in batches: an interrupted warm-up keeps what it finished and a rerun resumes.")
     p.add_argument("--verify", action="store_true",
                    help="also check the checksum of every stored entry and recompute the corrupt ones (default: trust that an entry exists)")
+    p.add_argument("--queries", default=None, metavar="FILE",
+                   help="a query log (one question per line, or JSONL with \"question\"): retrieve each question's passages and "
+                        "store that context exactly (chain entries), so answers to those questions are exact from the first token")
+    p.add_argument("--top-k", type=int, default=5, help="with --queries: chunks retrieved per question, as the service will (default: %(default)s)")
+    p.add_argument("--order", choices=ORDERS, default=DEFAULT_ORDER, help="with --queries: prompt order of the chunks (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_cache_options(p)
     _add_redis_options(p)
@@ -377,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests answered at once; their decode steps run as one batch (default: 16, also the batch limit)")
     p.add_argument("--request-timeout", type=float, default=None, help="seconds before a request gets 504 (default: 120)")
     p.add_argument("--ingest-root", default=None, help="the only server directory POST /v1/ingest may read (default: none)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="turn off idle refinement (while no request waits, full-prefill the contexts recently answered inexactly "
+                        "and store them exactly, so their next answer is exact)")
+    p.add_argument("--refine-share", type=float, default=RefineConfig.idle_share,
+                   help="share of idle time refinement may use (default: %(default)s)")
+    p.add_argument("--refine-max-mib", type=int, default=None, help="MiB of chain entries refinement may write (default: no cap)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _add_cache_options(p)
     _add_redis_options(p)

@@ -108,9 +108,34 @@ def test_query_answers_with_sources(client, mode):
         assert all(s["cache"] == "not used" and s["cache_hit"] is None and s["stored"] is None for s in body["sources"])
         assert body["cache_hits"] == 0
     else:
-        assert 0 < body["recomputed_tokens"] < body["context_tokens"]
         assert body["cache_hits"] == sum(s["cache_hit"] for s in body["sources"])
-        assert [s["cache"] for s in body["sources"]] == ["hit" if s["cache_hit"] else "miss" for s in body["sources"]]
+        states = [s["cache"] for s in body["sources"]]
+        assert all(state in ("exact", "hit", "miss") for state in states)
+        assert [state != "miss" for state in states] == [s["cache_hit"] for s in body["sources"]]
+        if all(state == "exact" for state in states):  # a full answer stored this context in context: nothing to recompute
+            assert body["recomputed_tokens"] == 0
+        else:
+            assert 0 < body["recomputed_tokens"] < body["context_tokens"]
+
+
+def test_a_repeated_context_is_exact_and_a_new_one_is_blended(client):
+    question = "Who rings the harbour bell at Greyhaven?"
+
+    def exact_count() -> float:
+        line = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith('chunkcache_passages_total{result="exact"}')]
+        return float(line[0].split()[-1]) if line else 0.0
+
+    before = exact_count()
+    full = client.post("/v1/query", json={"question": question, "top_k": 2, "mode": "full", "max_new_tokens": 4}).json()
+    again = client.post("/v1/query", json={"question": question, "top_k": 2, "mode": "blend", "max_new_tokens": 4}).json()
+    assert [s["cache"] for s in again["sources"]] == ["exact", "exact"] and again["recomputed_tokens"] == 0
+    assert again["answer"] == full["answer"]  # exact KV: the full prefill's greedy answer
+    assert exact_count() == before + 2  # /metrics counts exact passages apart from hits
+    passages = ["Brass bells ring lower when the air is cold.", "The harbour master keeps the tide tables."]
+    new = client.post("/v1/answer", json={"question": question, "passages": passages, "mode": "blend",
+                                          "max_new_tokens": 4}).json()
+    assert [s["cache"] for s in new["sources"]] == ["miss", "miss"]
+    assert 0 < new["recomputed_tokens"] < new["context_tokens"]
 
 
 def test_answer_over_caller_passages(client):
@@ -129,7 +154,7 @@ def test_answer_over_caller_passages(client):
     ({"recompute_ratio": 1.5}, "recompute_ratio: Input should be less than or equal to 1"),
     ({"temperature": -0.5}, "temperature: Input should be greater than or equal to 0"),
     ({"top_p": 0}, "top_p: Input should be greater than 0"),
-    ({"mode": "turbo"}, "mode: Input should be 'full', 'reuse', 'blend' or 'ape' (got 'turbo')"),
+    ({"mode": "turbo"}, "mode: Input should be 'full', 'reuse', 'blend', 'ape' or 'prefix' (got 'turbo')"),
     ({"order": "random"}, "order: Input should be 'score' or 'document'"),
     ({"question": ""}, "question: String should have at least 1 character"),
     ({"question": "   "}, "question: String should match pattern"),
