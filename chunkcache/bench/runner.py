@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from chunkcache.bench.contexts import BenchContext, build_context
 from chunkcache.bench.decode import measure_decode
-from chunkcache.bench.peers import hf_generate_variant, hf_status, load_llamacpp
-from chunkcache.bench.variants import PEERS, Sample, chunkcache_variant
+from chunkcache.bench.peers import hf_generate_variant, hf_status, load_llamacpp, load_vllm, VllmPeer
+from chunkcache.bench.variants import DEFAULT_PEERS, PEERS, Sample, chunkcache_variant
 from chunkcache.config import DEVIATIONS, BlendConfig, CacheConfig
 from chunkcache.errors import ConfigError
 from chunkcache.evaluation import RunSpec, blend_name, evaluate, load_examples, resolve_data
@@ -50,7 +50,7 @@ class BenchSpec:
     adaptive_max_ratio: float = 0.3
     max_new_tokens: int = 16
     decode_tokens: int = 32  # answer length of the decode-speed and peak-memory runs; 0 = skip them
-    peers: tuple[str, ...] = PEERS
+    peers: tuple[str, ...] = DEFAULT_PEERS
     kernels: bool = False
     kernel_repeats: int = 20
     progress: bool = True
@@ -113,6 +113,12 @@ def _variants(cache, spec: BenchSpec, n_ctx: int):
         if peer is not None:
             variants += peer.variants(cache)
             closers.append(peer)
+    if "vllm" in spec.peers:
+        peer, status = load_vllm(cache, n_ctx)
+        statuses.append(status)
+        if peer is not None:
+            variants += peer.variants(cache)
+            closers.append(peer)
     return variants, statuses, closers
 
 
@@ -144,6 +150,9 @@ def measure_ttft(cache, contexts: dict[int, BenchContext], spec: BenchSpec) -> d
                     samples[v.name][n].append(v.run(ctx))
                     bar.update(1)
         bar.close()
+        # vLLM's decode speed, while its engine is up (the decode table's other rows are measured in-process)
+        peer_decode = {"vllm": c.decode(cache, contexts[_headline(contexts)], spec.decode_tokens, spec.repeats)
+                       for c in closers if isinstance(c, VllmPeer) and spec.decode_tokens}
     finally:
         for c in closers:
             c.close()
@@ -163,7 +172,14 @@ def measure_ttft(cache, contexts: dict[int, BenchContext], spec: BenchSpec) -> d
         "order": "every repeat runs every size, variants rotated by (repeat + size); one untimed pass first",
         "variants": table,
         "peers": [asdict(s) for s in statuses],
+        "peer_decode": peer_decode,
     }
+
+
+def _headline(contexts: dict) -> int:
+    """The context size of the decode-speed runs: 10 chunks, else the middle size."""
+    sizes = sorted(contexts)
+    return 10 if 10 in contexts else sizes[len(sizes) // 2]
 
 
 def selection_lines(base: BlendConfig, selections: tuple[str, ...]) -> list[tuple[str, BlendConfig]]:
@@ -243,10 +259,9 @@ def run_bench(spec: BenchSpec) -> dict:
         contexts = bench_contexts(cache, examples, spec)
         result["ttft"] = measure_ttft(cache, contexts, spec)
         if spec.decode_tokens:
-            sizes = sorted(contexts)
-            headline = 10 if 10 in contexts else sizes[len(sizes) // 2]
-            result["decode"] = measure_decode(cache, contexts[headline], contexts[sizes[-1]], cache.config.blend.recompute_ratio,
+            result["decode"] = measure_decode(cache, contexts[_headline(contexts)], contexts[max(contexts)], cache.config.blend.recompute_ratio,
                                               hf="hf" in spec.peers, max_new_tokens=spec.decode_tokens, repeats=spec.repeats)
+            result["decode"]["variants"].update(result["ttft"].pop("peer_decode"))
         result["quality"] = measure_quality(cache, examples[: spec.quality_limit], spec)
         result["kernels"] = measure_kernels(cache, spec) if spec.kernels else None
         result["store"] = store_description(cache)

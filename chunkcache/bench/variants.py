@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from chunkcache.bench.contexts import BenchContext
 
-PEERS = ("hf", "llamacpp")  # peers the bench can time beside chunkcache (chunkcache.bench.peers)
+PEERS = ("hf", "llamacpp", "vllm")  # peers the bench can time beside chunkcache (chunkcache.bench.peers)
+DEFAULT_PEERS = ("hf", "llamacpp")  # vllm is asked for by name: its engine start and cold prefills cost minutes here
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def test_bench_has_help_and_presets(capsys):
     assert spec.selections == ("v", "k")
 
 
-@pytest.mark.parametrize("argv", [["--sizes", "2,x"], ["--sizes", "0"], ["--ratios", "0.1,2"], ["--peers", "vllm"],
+@pytest.mark.parametrize("argv", [["--sizes", "2,x"], ["--sizes", "0"], ["--ratios", "0.1,2"], ["--peers", "sglang"],
                                   ["--selections", "oracle"], ["--selections", ""]])
 def test_bad_options_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as exc:

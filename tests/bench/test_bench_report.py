@@ -99,7 +99,7 @@ def test_default_selections_are_the_configured_default_then_vattn():
 
 
 @pytest.mark.parametrize("bad", [{"sizes": ()}, {"sizes": (0, 2)}, {"repeats": 0}, {"quality_ratios": (1.5,)},
-                                 {"adaptive_coverage": 0.0}, {"peers": ("vllm",)}, {"selections": ()}, {"selections": ("bogus",)},
+                                 {"adaptive_coverage": 0.0}, {"peers": ("sglang",)}, {"selections": ()}, {"selections": ("bogus",)},
                                  {"selections": ("oracle",)}])
 def test_spec_refuses_bad_values(bad):
     with pytest.raises(ConfigError):
