@@ -98,7 +98,7 @@ class Answerer:
         plan = BlendPlan.from_config(blend, ratio, chunk_ids[e:]) if mode == "blend" else None
         req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
                       grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
-                      repair_tokens=blend.repair_tokens, repair_steps=blend.repair_steps, exact_chunks=e)
+                      repair_ratio=blend.repair_ratio, repair_steps=blend.repair_steps, exact_chunks=e)
         if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
             teacher = tuple(int(t) for t in teacher_ids)
             with self._lock, torch.inference_mode():

@@ -43,7 +43,7 @@ class Request:
     grow_tolerance: float | None = None
     grow_step: float = 0.05
     grow_max_ratio: float = 0.5
-    repair_tokens: int = 0
+    repair_ratio: float = 0.0
     repair_steps: int = 0
     # Leading chunks whose `cached` entries are chain entries (rotated, exact in this prompt).
     # The plan (blend) then covers the chunks after them only.
@@ -275,9 +275,10 @@ def start(
                                             first_logits, n)
                 recomputed += grown
                 queue = queue[grown:]
-            if req.repair_steps and req.repair_tokens:
-                decoder = _Decoder(engine, kv, slots, ctx, queue, suffix_slots, req.suffix_ids,
-                                   req.repair_tokens, req.repair_steps)
+            total = min(budget(n, req.repair_ratio), queue.numel()) if req.repair_steps else 0
+            if total:  # the repair budget, a share of the blended context, in equal parts per step
+                decoder = _Decoder(engine, kv, slots, ctx, queue[:total], suffix_slots, req.suffix_ids,
+                                   -(-total // req.repair_steps), req.repair_steps)
         else:
             h, _ = engine.prefill(kv, suffix, suffix_pos, keep=1)
             first_logits = gen.logits(h[-1:])[0]

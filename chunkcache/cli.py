@@ -74,8 +74,9 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
                         "less than this KL (nats) or --grow-max-ratio is reached; off by default")
     b.add_argument("--grow-step", type=float, default=d.grow_step, help="share of the context added per growth step (default: %(default)s)")
     b.add_argument("--grow-max-ratio", type=float, default=d.grow_max_ratio, help="ceiling of the grown ratio (default: %(default)s)")
-    b.add_argument("--repair-tokens", type=int, default=d.repair_tokens,
-                   help="repair while decoding: context tokens recomputed per decode step (0 = off; default: %(default)s)")
+    b.add_argument("--repair-ratio", type=float, default=d.repair_ratio,
+                   help="repair while decoding: share of the blended context recomputed during the first decode steps, "
+                        "spread over --repair-steps (0 = off; default: %(default)s)")
     b.add_argument("--repair-steps", type=int, default=d.repair_steps,
                    help="repair while decoding: how many of the first decode steps repair (default: %(default)s)")
     b.add_argument("--ape-temperature", type=float, default=d.ape_temperature, help="APE temperature T on the context attention (default: %(default)s)")
@@ -134,7 +135,7 @@ def _cache_config(args, redis=None):
         grow_tolerance=args.grow_tolerance,
         grow_step=args.grow_step,
         grow_max_ratio=args.grow_max_ratio,
-        repair_tokens=args.repair_tokens,
+        repair_ratio=args.repair_ratio,
         repair_steps=args.repair_steps,
         ape_temperature=args.ape_temperature,
         ape_scale=args.ape_scale,
@@ -157,10 +158,10 @@ def _cache_config(args, redis=None):
 def cmd_eval(args) -> int:
     from dataclasses import asdict
 
-    from chunkcache.evaluation import evaluate, format_table, load_examples, parse_runs, parse_variants, resolve_data
+    from chunkcache.evaluation import evaluate, format_table, load_examples, parse_repairs, parse_runs, parse_variants, resolve_data
 
     blend = _cache_config(args).blend  # variants and the oracle change only the selection of the cache's settings
-    runs = parse_runs(args.modes, args.recompute_ratio, parse_variants(args.variants), args.oracle, blend)
+    runs = parse_runs(args.modes, args.recompute_ratio, parse_variants(args.variants), args.oracle, blend, parse_repairs(args.repairs))
     path, dataset = resolve_data(args.data)
     examples = load_examples(path, args.limit)
     cache = _build_cache(args)
@@ -171,7 +172,7 @@ def cmd_eval(args) -> int:
         cache.close()
     result["config"] = {
         "dataset": dataset, "data": str(path), "limit": args.limit, "n_examples": len(examples), "modes": args.modes,
-        "recompute_ratio": args.recompute_ratio, "variants": args.variants, "oracle": args.oracle,
+        "recompute_ratio": args.recompute_ratio, "variants": args.variants, "repairs": args.repairs, "oracle": args.oracle,
         "blend": asdict(blend), "codec": args.codec, "max_new_tokens": args.max_new_tokens,
     }
     print(f"{dataset}: {len(examples)} examples")
@@ -335,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None,
                    help="compare blend selections at the same ratios, e.g. 'probe,vattn' (runs blend[probe]@0.15, ...); "
                    "values of --deviation")
+    p.add_argument("--repairs", default=None,
+                   help="compare repair budgets at the same ratios, RATIOxSTEPS comma-separated (share of the context x decode "
+                   "steps), e.g. '0x0,0.1x1,0.2x4' (runs blend[repair 0.1x1]@0.15, ...; with --variants, every selection "
+                   "with every budget)")
     p.add_argument("--oracle", action="store_true",
                    help="diagnostic: add oracle@<r> runs that select by the true deviation from a full prefill (the ceiling of "
                    "selection; never a serving mode, its TTFT is not meaningful)")

@@ -104,19 +104,38 @@ def parse_variants(text: str | None) -> tuple[str, ...]:
     return names
 
 
+def parse_repairs(text: str | None) -> tuple[tuple[float, int], ...]:
+    """"0.1x1,0x0" -> ((0.1, 1), (0.0, 0)): repair budgets (share of the context x steps) to compare."""
+    if not text:
+        return ()
+    out = []
+    for item in (v.strip() for v in text.split(",")):
+        ratio, sep, steps = item.partition("x")
+        try:
+            budget = (float(ratio), int(steps))
+        except ValueError:
+            budget = None
+        if not sep or budget is None or not 0 <= budget[0] <= 1 or budget[1] < 0:
+            raise InvalidRequestError(f"a repair budget is RATIOxSTEPS (ratio in [0, 1]), e.g. 0.1x1 or 0x0 (none), got {item!r}")
+        out.append(budget)
+    return tuple(dict.fromkeys(out))
+
+
 def parse_runs(modes: str, ratios: list[float], variants: tuple[str, ...] = (), oracle: bool = False,
-               blend: BlendConfig | None = None) -> list[RunSpec]:
+               blend: BlendConfig | None = None, repairs: tuple[tuple[int, int], ...] = ()) -> list[RunSpec]:
     """"full,reuse,blend" x ratios -> run specs; `full` always runs first (every comparison needs it).
 
     variants: blend selections (deviation_of values) to compare; each gives blend[<v>]@<r> at every
     ratio in place of the plain blend runs. oracle: add oracle@<r> at every ratio. blend: the
     cache's blend settings, which variants and the oracle change only in deviation_of.
+    repairs: (ratio, steps) repair budgets; each gives blend[repair RxS]@<r> at every ratio in
+    place of the plain blend runs (with the variants: one run per selection and budget).
     """
     names = [m.strip() for m in modes.split(",") if m.strip()]
     for m in names:
         if m not in MODES:
             raise InvalidRequestError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
-    if variants and "blend" not in names:
+    if (variants or repairs) and "blend" not in names:
         names.append("blend")
     if ("blend" in names or oracle) and not ratios:
         raise InvalidRequestError("blend needs at least one recompute ratio")
@@ -125,8 +144,13 @@ def parse_runs(modes: str, ratios: list[float], variants: tuple[str, ...] = (), 
     for m in names:
         if m == "full":
             continue
-        if m == "blend" and variants:
-            runs.extend(RunSpec("blend", r, blend_name(r, v), replace(base, deviation_of=v)) for v in variants for r in ratios)
+        if m == "blend" and (variants or repairs):
+            for v in variants or (None,):
+                for t, k in repairs or ((None, None),):
+                    cfg = base if v is None else replace(base, deviation_of=v)
+                    cfg = cfg if t is None else replace(cfg, repair_ratio=t, repair_steps=k)
+                    label = ", ".join(x for x in (v, None if t is None else f"repair {t:g}x{k}") if x)
+                    runs.extend(RunSpec("blend", r, blend_name(r, label), cfg) for r in ratios)
         elif m == "blend":
             many = len(ratios) > 1
             runs.extend(RunSpec("blend", r, blend_name(r) if many else "blend") for r in ratios)

@@ -189,9 +189,9 @@ def selection_lines(base: BlendConfig, selections: tuple[str, ...]) -> list[tupl
     same selection without repair ("<sel>-norepair", so the plot separates the two levers); and
     every other selection as it shipped, without repair (e.g. "vattn", the previous default).
     """
-    norepair = {"repair_tokens": 0, "repair_steps": 0}
+    norepair = {"repair_ratio": 0.0, "repair_steps": 0}
     lines = [(base.deviation_of, base)]
-    if base.repair_tokens and base.repair_steps:
+    if base.repair_ratio and base.repair_steps:
         lines.append((f"{base.deviation_of}-norepair", replace(base, **norepair)))
     lines += [(sel, replace(base, deviation_of=sel, **norepair)) for sel in selections if sel != base.deviation_of]
     return lines

@@ -76,15 +76,15 @@ def test_quality_runs_start_with_full_and_cover_every_ratio_for_every_selection(
                      "blend[probe-norepair]@0", "blend[probe-norepair]@0.15", "blend[probe-norepair]@1",
                      "blend[vattn]@0", "blend[vattn]@0.15", "blend[vattn]@1", "adaptive@0.6"]
     default = BlendConfig()
-    assert default.repair_tokens and default.repair_steps  # the default repairs, so a no-repair line is drawn
+    assert default.repair_ratio and default.repair_steps  # the default repairs, so a no-repair line is drawn
     for run, meta in runs[3:-1]:
         assert run.ratio == meta["ratio"]
         if meta["selection"] == "probe":  # the default exactly as it serves
             assert run.blend == default
         else:  # other lines: their selection, without repair; nothing else differs
-            assert run.blend.repair_tokens == 0
+            assert run.blend.repair_ratio == 0
             assert run.blend.deviation_of == meta["selection"].removesuffix("-norepair")
-            assert replace(run.blend, deviation_of=default.deviation_of, repair_tokens=default.repair_tokens,
+            assert replace(run.blend, deviation_of=default.deviation_of, repair_ratio=default.repair_ratio,
                            repair_steps=default.repair_steps) == default
     adaptive, meta = runs[-1]
     assert adaptive.ratio == 0.4 and adaptive.blend.adaptive_coverage == 0.6 and meta["max_ratio"] == 0.4

@@ -11,8 +11,8 @@ import torch
 from chunkcache import config
 from chunkcache.config import BlendConfig
 from chunkcache.errors import ConfigError, InvalidRequestError
-from chunkcache.evaluation import (QA_DIR, QA_SETS, QAExample, RunSpec, evaluate, format_table, load_examples, parse_runs,
-                                   parse_variants, resolve_data)
+from chunkcache.evaluation import (QA_DIR, QA_SETS, QAExample, RunSpec, evaluate, format_table, load_examples, parse_repairs,
+                                   parse_runs, parse_variants, resolve_data)
 from chunkcache.stats import bootstrap_ci, median_ratio
 
 
@@ -249,3 +249,17 @@ def test_eval_compares_variants_with_teacher_agreement(tmp_path, default_store, 
         assert set(row["outputs"]) == set(runs)
         assert row["outputs"]["blend[v]@1"]["teacher_agreement"] == 1.0 and row["outputs"]["reuse"]["first_token_kl"] >= 0
     assert "| blend[vattn]@0.15 |" in capsys.readouterr().out
+
+
+def test_repair_budgets_become_blend_runs_that_differ_only_in_repair():
+    from chunkcache.config import BlendConfig
+
+    assert parse_repairs("0x0, 0.1x1,0.1x1") == ((0.0, 0), (0.1, 1))
+    for bad in ("128", "1.5x1", "0.1x-1", "ax2"):
+        with pytest.raises(InvalidRequestError, match="RATIOxSTEPS"):
+            parse_repairs(bad)
+    runs = parse_runs("full", [0.15], repairs=parse_repairs("0x0,0.2x4"))
+    assert [r.name for r in runs] == ["full", "blend[repair 0x0]@0.15", "blend[repair 0.2x4]@0.15"]
+    assert runs[2].blend == BlendConfig(repair_ratio=0.2, repair_steps=4)
+    with_variants = parse_runs("blend", [0.15], ("probe", "vattn"), repairs=((0.0, 0),))
+    assert [r.name for r in with_variants][1:] == ["blend[probe, repair 0x0]@0.15", "blend[vattn, repair 0x0]@0.15"]

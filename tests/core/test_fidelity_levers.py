@@ -1,6 +1,7 @@
 """The fidelity levers through ChunkCache.answer on the real default model (SmolLM2-135M)."""
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,14 +60,15 @@ def test_ratio_one_is_exact_and_teacher_agreement_is_one(cache, examples, deviat
 
 def test_repair_while_decoding_keeps_the_first_token_and_counts_its_work(cache, examples):
     ex = examples[1]
-    blend = replace(cache.config.blend, repair_tokens=64, repair_steps=4)
+    blend = replace(cache.config.blend, repair_ratio=0.2, repair_steps=4)
     plain = cache.answer(ex["question"], ex["passages"], mode="blend", max_new_tokens=6, return_logprobs=True,
-                         blend=replace(cache.config.blend, repair_tokens=0))
+                         blend=replace(cache.config.blend, repair_ratio=0.0))
     repaired = cache.answer(ex["question"], ex["passages"], mode="blend", max_new_tokens=6, return_logprobs=True, blend=blend)
     assert repaired.token_ids[0] == plain.token_ids[0]  # repair never touches the first token
     torch.testing.assert_close(repaired.first_logprobs, plain.first_logprobs)
     steps = min(4, repaired.generated_tokens - 1)
-    assert repaired.repaired_tokens == min(64 * steps, repaired.context_tokens)
+    total = math.ceil(0.2 * repaired.context_tokens)  # the budget: a share of the blended context, in equal parts
+    assert repaired.repaired_tokens == min(-(-total // 4) * steps, total)
     assert plain.repaired_tokens == 0
 
 

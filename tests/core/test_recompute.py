@@ -133,7 +133,7 @@ def test_repair_in_generate_at_full_budget_matches_full_after_the_first_token(ti
     n = sum(map(len, chunks))
     full = _generate(engine, prefix, chunks, suffix, "full", max_new=8)
     repaired = _generate(engine, prefix, chunks, suffix, "blend", BlendPlan(ratio=0.1), teacher=full.token_ids, max_new=8,
-                         repair_tokens=n, repair_steps=1)
+                         repair_ratio=1.0, repair_steps=1)
     assert repaired.repaired == n
     assert repaired.teacher_agreement is not None
     # teacher-forced: every position after the first is predicted exactly as full prefill does
