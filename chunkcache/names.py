@@ -5,7 +5,9 @@ so `chunkcache --help` and the API schema stay light."""
 # How chunk KV is stored. The on-disk codec id is the 1-based position here (storage/header.py):
 # append new codecs, never reorder. "fp32" is lossless for a float32 model: chain entries
 # (exact in-context KV, `chain.py`) use the lossless codec of the working dtype.
-CODECS = ("fp16", "bf16", "int8", "int4", "fp32")
+# kvq4 / kvq3 (KVQuant-style 4 / 3-bit codes) and ans20v10 / ans16 / ans8v4 (the same kind of codes
+# with 20 / 16 / 8 key and 10 / 16 / 4 value levels, entropy-coded): storage/grouped_codec.py.
+CODECS = ("fp16", "bf16", "int8", "int4", "fp32", "kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")
 DEFAULT_CODEC = "fp16"
 
 # How an answer uses the cache (answering.py describes each).

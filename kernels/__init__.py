@@ -1,6 +1,6 @@
 """chunkcache.kernels: the KV hot path, each Triton kernel beside its torch reference.
 
-- `dequant_rope`: stored chunk K/V (int8 / int4 / fp16 / bf16 / fp32) -> keys rotated to their
+- `dequant_rope`: stored chunk K/V (int8 / int4 / grouped kvq, ans / fp16 / bf16 / fp32) -> keys rotated to their
   prompt positions, values dequantized. `rerotate`: move already-rotated keys by a delta.
 - `scatter_rows`: recomputed K/V rows into the assembled cache, in place.
 - `token_deviation`: per-token squared deviation, fresh vs cached, for CacheBlend's selection.
@@ -15,7 +15,7 @@ This package imports nothing else of chunkcache.
 from .available import IMPLS, Impl, choose_impl, triton_available
 from .deviation import token_deviation, token_deviation_reference
 from .errors import KernelInputError
-from .quant import CODEC_DTYPES, dequantize_reference
+from .quant import CODEC_DTYPES, GROUPED_CODECS, dequantize_grouped_reference, dequantize_reference
 from .rope import (
     apply_rope_reference,
     dequant_rope,
@@ -28,6 +28,7 @@ from .scatter import scatter_rows, scatter_rows_reference
 
 __all__ = [
     "CODEC_DTYPES",
+    "GROUPED_CODECS",
     "IMPLS",
     "Impl",
     "KernelInputError",
@@ -35,6 +36,7 @@ __all__ = [
     "choose_impl",
     "dequant_rope",
     "dequant_rope_reference",
+    "dequantize_grouped_reference",
     "dequantize_reference",
     "rerotate",
     "rerotate_reference",

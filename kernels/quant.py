@@ -8,6 +8,11 @@ Layouts (they match `chunkcache.storage`'s codecs; keys are stored before RoPE):
 - int4: the same scale grouping, q in [-7, 7], scale = absmax / 7. Two values per uint8
   along head_dim: element 2i in the low nibble, 2i+1 in the high nibble, each stored as
   q + 8. Packed `[L, H, T, d/2]` uint8.
+- kvq4 / kvq3 / ans20v10 / ans16 / ans8v4 (asymmetric, grouped; storage unpacks or entropy-decodes them):
+  codes uint8 `[L, H, T, d]`, x = float32(code) * float32(step) + float32(offset).
+  Keys per channel: k_scale `[L, H, 2, d]`, [:, :, 0] step and [:, :, 1] offset per channel.
+  Values per token in G groups of d / G channels: v_scale `[L, H, T, 2G]`, [..., :G] step,
+  [..., G:] offset.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ CODEC_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "fp32": torch.float32,
 }
+GROUPED_CODECS = ("kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")
+CODEC_DTYPES.update({name: torch.uint8 for name in GROUPED_CODECS})
 QUANTIZED_CODECS = ("int8", "int4")
 
 
@@ -34,6 +41,8 @@ def dequantize_reference(
     `scale` broadcasts against the result: `[L, H, 1, d]` for keys, `[L, H, T, 1]` for values."""
     if codec not in CODEC_DTYPES:
         raise KernelInputError(f"unknown codec {codec!r}")
+    if codec in GROUPED_CODECS:
+        raise KernelInputError(f"{codec} keys and values scale differently: use dequantize_grouped_reference")
     d = packed.shape[-1] * (2 if codec == "int4" else 1)
     x = torch.empty((*packed.shape[:-1], d), dtype=torch.float32, device=packed.device)
     if codec == "int4":
@@ -44,4 +53,22 @@ def dequantize_reference(
         x.copy_(packed)
     if codec in QUANTIZED_CODECS:
         x.mul_(scale.to(torch.float32))
+    return x
+
+
+def dequantize_grouped_reference(codes: torch.Tensor, scale: torch.Tensor, part: str) -> torch.Tensor:
+    """Grouped codes `[L, H, T, d]` uint8 -> a new fp32 `[L, H, T, d]`.
+
+    part "k": scale `[L, H, 2, d]` (step, offset per channel); part "v": scale `[L, H, T, 2G]`
+    (G steps then G offsets per token, each over d / G channels)."""
+    x = codes.to(torch.float32)
+    s = scale.to(torch.float32)
+    if part == "k":
+        return x.mul_(s[:, :, 0:1]).add_(s[:, :, 1:2])  # [L, H, T, d] * [L, H, 1, d] + [L, H, 1, d]
+    if part != "v":
+        raise KernelInputError(f"part={part!r}: expected 'k' or 'v'")
+    L, H, T, d = codes.shape
+    G = s.shape[-1] // 2
+    xg = x.view(L, H, T, G, d // G)  # [L, H, T, G, d/G]
+    xg.mul_(s[..., :G, None]).add_(s[..., G:, None])
     return x

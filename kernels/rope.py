@@ -16,7 +16,7 @@ import torch
 from .available import Impl, choose_impl
 from .checks import FLOAT_DTYPES, check_float, check_tensor, check_writable
 from .errors import KernelInputError
-from .quant import CODEC_DTYPES, QUANTIZED_CODECS, dequantize_reference
+from .quant import CODEC_DTYPES, GROUPED_CODECS, QUANTIZED_CODECS, dequantize_grouped_reference, dequantize_reference
 
 
 # ---------------------------------------------------------------- torch reference
@@ -57,6 +57,14 @@ def dequant_rope_reference(
 
     With `out`, the rotation of fp32 keys writes straight into it (no rotated temporary)."""
     cos, sin = rope_cos_sin(positions, inv_freq, attention_scaling)
+    if codec in GROUPED_CODECS:
+        k = apply_rope_reference(dequantize_grouped_reference(packed_k, k_scale, "k"), cos, sin)
+        v = dequantize_grouped_reference(packed_v, v_scale, "v")
+        if out is None:
+            return k.to(out_dtype), v.to(out_dtype)
+        out[0].copy_(k)
+        out[1].copy_(v)
+        return out
     if out is None:
         k = apply_rope_reference(dequantize_reference(packed_k, k_scale, codec), cos, sin)
         v = dequantize_reference(packed_v, v_scale, codec)
@@ -110,11 +118,13 @@ def dequant_rope(
         pre-RoPE. The layer dim may be strided, so `kv[:, 0]`, `kv[:, 1]` of a stored
         `[L, 2, H, T, d]` pass without a copy.
     k_scale: [L, H, 1, d] (per key channel), v_scale: [L, H, T, 1] (per token), float; None
-        for the float codecs.
+        for the float codecs. Grouped codecs (kvq*, ans*, codes [L, H, T, d] uint8): k_scale
+        [L, H, 2, d] (step, offset per key channel), v_scale [L, H, T, 2G] (G steps, G offsets
+        per token over d / G channels each); see `quant.py`.
     positions: [T] int64, the target position of each token (= rotation from position 0).
     inv_freq: [d/2] float32, the model's own (with any rope scaling applied).
     attention_scaling: multiplier on cos and sin (1.0 for plain RoPE; yarn != 1).
-    codec: "int8" | "int4" | "fp16" | "bf16" | "fp32".
+    codec: "int8" | "int4" | "fp16" | "bf16" | "fp32" | one of quant.GROUPED_CODECS.
     out: optional destination (k_out, v_out), each [L, H, T, d] of out_dtype on the inputs'
         device, with equal strides and a unit innermost stride: e.g. the slots
         `cache.k[:, :, a:b]`, `cache.v[:, :, a:b]` of a working cache [L, H, capacity, d].
@@ -138,6 +148,14 @@ def dequant_rope(
                      dtypes=FLOAT_DTYPES, device=dev)
         check_tensor("v_scale", v_scale, layout="[L, H, T, 1]", shape=(L, H, T, 1),
                      dtypes=FLOAT_DTYPES, device=dev)
+    elif codec in GROUPED_CODECS:
+        check_tensor("k_scale", k_scale, layout="[L, H, 2, d]", shape=(L, H, 2, d),
+                     dtypes=FLOAT_DTYPES, device=dev)
+        check_tensor("v_scale", v_scale, layout="[L, H, T, 2G]", shape=(L, H, T, None),
+                     dtypes=FLOAT_DTYPES, device=dev)
+        groups = v_scale.shape[-1] // 2
+        if v_scale.shape[-1] % 2 or groups == 0 or d % groups:
+            raise KernelInputError(f"v_scale: last dim {v_scale.shape[-1]} is not 2G with G groups dividing head_dim {d}")
     elif k_scale is not None or v_scale is not None:
         raise KernelInputError(f"codec={codec!r} has no scales; pass k_scale=v_scale=None")
     check_tensor("positions", positions, layout="[T]", shape=(T,), dtypes=(torch.int64,),
@@ -153,6 +171,14 @@ def dequant_rope(
     args = (packed_k, k_scale, packed_v, v_scale, positions, inv_freq, scaling, codec, out_dtype)
     if choose_impl(impl, dev) == "reference" or packed_k.numel() == 0:
         return dequant_rope_reference(*args, out=out)
+    if codec in GROUPED_CODECS:
+        from .grouped_triton import launch_grouped_rope
+
+        if out is None:
+            out = (torch.empty((L, H, T, d), dtype=out_dtype, device=dev),
+                   torch.empty((L, H, T, d), dtype=out_dtype, device=dev))
+        launch_grouped_rope(packed_k, k_scale, packed_v, v_scale, positions, inv_freq, scaling, *out)
+        return out
     from .rope_triton import launch_rope
 
     if out is None:

@@ -12,6 +12,8 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
            vscale fp16 [L, H, T, 1]  (values: per token)              2 * L*H*T
     int4   q     uint8 [L, 2, H, T, ceil(d/2)], two nibbles a byte (see `storage/quant.py`)
            kscale, vscale as for int8
+    kvq4, kvq3, ans16, ans8, ans6: asymmetric codes with per-channel key and per-token value
+           scales, bit-packed or entropy-coded (`storage/grouped_codec.py`)
 
 The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise, and
 `decode_payload` the stored tensors themselves (`storage/payload.py`) for the fused load path.
@@ -27,7 +29,9 @@ import zstandard
 from chunkcache.errors import ConfigError, CorruptEntryError
 from chunkcache.names import CODECS
 from chunkcache.storage import quant
-from chunkcache.storage.payload import FLOAT_CODECS, Payload
+from chunkcache.storage import grouped_codec
+from chunkcache.storage.grouped_codec import DEFAULT_GROUP, ENTROPY, GROUPED_CODECS
+from chunkcache.storage.payload import FLOAT_CODECS, Payload, tensor_view as _view
 from chunkcache.storage.header import HEADER_SIZE, KVHeader, pack_header, read_header
 
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -37,10 +41,14 @@ _ZSTD_LEVELS = range(1, zstandard.MAX_COMPRESSION_LEVEL + 1)
 
 @dataclass(frozen=True)
 class CodecSpec:
-    """How entries are encoded: `name` in CODECS, zstd level 1..22 or None for no zstd."""
+    """How entries are encoded: `name` in CODECS, zstd level 1..22 or None for no zstd.
+
+    group_size: channels a value scale covers in the grouped codecs (kvq*, ans*); each entry
+    records its own, so it may change without making stored entries unreadable."""
 
     name: str = "fp16"
     zstd_level: int | None = None
+    group_size: int = DEFAULT_GROUP
 
     def __post_init__(self) -> None:
         if self.name not in CODECS:
@@ -48,15 +56,26 @@ class CodecSpec:
         level = self.zstd_level
         if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level not in _ZSTD_LEVELS):
             raise ConfigError(f"zstd_level must be None or an int in 1..{_ZSTD_LEVELS[-1]}, got {level!r}")
+        if level is not None and self.name in GROUPED_CODECS and GROUPED_CODECS[self.name].coding == ENTROPY:
+            raise ConfigError(f"codec {self.name} is already entropy-coded; zstd_level must be None, got {level}")
+        g = self.group_size
+        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 65535:
+            raise ConfigError(f"group_size must be an int in 1..65535, got {g!r}")
 
     @property
     def tag(self) -> str:
-        """Short name that goes into cache keys, e.g. "fp16" or "int8+zstd3"."""
-        return self.name if self.zstd_level is None else f"{self.name}+zstd{self.zstd_level}"
+        """Short name that goes into cache keys, e.g. "fp16", "int8+zstd3" or "kvq4g32"."""
+        name = self.name
+        if name in GROUPED_CODECS and self.group_size != DEFAULT_GROUP:
+            name = f"{name}g{self.group_size}"
+        return name if self.zstd_level is None else f"{name}+zstd{self.zstd_level}"
 
 
-def payload_size(codec: str, shape: tuple[int, ...]) -> int:
-    """Bytes of the uncompressed payload of `codec` for kv of `shape` [L, 2, H, T, d]."""
+def payload_size(codec: str, shape: tuple[int, ...], group: int = DEFAULT_GROUP) -> int:
+    """Bytes of the uncompressed payload of `codec` for kv of `shape` [L, 2, H, T, d] (for an
+    entropy-coded codec an upper bound: its size depends on the values)."""
+    if codec in GROUPED_CODECS:
+        return grouped_codec.max_payload_size(codec, shape, group)
     L, two, H, T, d = shape
     n = L * two * H * T * d
     if codec in FLOAT_CODECS:
@@ -73,7 +92,10 @@ def encode_kv(kv: torch.Tensor, spec: CodecSpec, rotated: bool = False) -> bytes
     rotated: the keys are already rotated at their prompt positions (header rope flag 1)."""
     _check_kv(kv)
     kv = kv.detach().cpu()
-    payload = _encode_payload(kv, spec.name)
+    if spec.name in GROUPED_CODECS:
+        payload = grouped_codec.encode(kv, spec.name, spec.group_size)[0]
+    else:
+        payload = _encode_payload(kv, spec.name)
     stored = payload if spec.zstd_level is None else zstandard.compress(payload, spec.zstd_level)
     header = KVHeader(
         codec=spec.name, source_dtype=_DTYPES[kv.dtype], shape=tuple(kv.shape),
@@ -103,21 +125,26 @@ def decode_payload(blob: bytes) -> Payload:
 
 def _read(blob: bytes) -> tuple[KVHeader, Payload]:
     header = read_header(blob)
-    expected = payload_size(header.codec, header.shape)
     stored = memoryview(blob)[HEADER_SIZE:]
-    if header.zstd:
-        try:
-            raw = zstandard.decompress(stored, max_output_size=expected)
-        except zstandard.ZstdError as e:
-            raise CorruptEntryError(f"zstd payload does not decompress: {e}") from e
-    else:
-        raw = stored
+    if header.codec in GROUPED_CODECS:  # its size depends on its group size (preamble) or values
+        bound = payload_size(header.codec, header.shape, group=1)
+        raw = _decompress(stored, bound) if header.zstd else stored
+        return header, grouped_codec.parse(bytearray(raw), header.codec, header.shape, rotated=header.rope == 1)
+    expected = payload_size(header.codec, header.shape)
+    raw = _decompress(stored, expected) if header.zstd else stored
     if len(raw) != expected:
         raise CorruptEntryError(
             f"{header.codec} payload for shape {list(header.shape)} should be {expected} bytes, got {len(raw)}"
         )
     # A writable copy: torch.frombuffer on read-only bytes warns, and the copy is ~0.15 ms per 6 MB.
     return header, _payload(bytearray(raw), header)
+
+
+def _decompress(stored: memoryview, max_size: int) -> bytes:
+    try:
+        return zstandard.decompress(stored, max_output_size=max_size)
+    except zstandard.ZstdError as e:
+        raise CorruptEntryError(f"zstd payload does not decompress: {e}") from e
 
 
 def _check_kv(kv: torch.Tensor) -> None:
@@ -166,12 +193,3 @@ def _payload(raw: bytearray, header: KVHeader) -> Payload:
         q = q.view(torch.int8)
     return Payload(header.codec, header.shape, q, kscale, vscale, rotated=header.rope == 1)
 
-
-def _view(raw: bytearray, dtype: torch.dtype, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """A tensor of `shape` over raw[offset:], sharing memory (torch.frombuffer refuses count 0)."""
-    count = 1
-    for s in shape:
-        count *= s
-    if count == 0:
-        return torch.zeros(shape, dtype=dtype)
-    return torch.frombuffer(raw, dtype=dtype, count=count, offset=offset).view(shape)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from chunkcache.kernels import GROUPED_CODECS, dequantize_grouped_reference
 from chunkcache.storage import quant
 
 FLOAT_CODECS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -20,6 +21,8 @@ class Payload:
     q: [L, 2, H, T, d] float16/bfloat16/float32 (fp16/bf16/fp32) or int8 (int8), or [L, 2, H, T, ceil(d/2)]
     uint8 with two nibbles a byte (int4). k_scale: [L, H, 1, d] fp16 (per key channel),
     v_scale: [L, H, T, 1] fp16 (per token); None for the float codecs.
+    Grouped codecs (kvq*, ans*; `storage/grouped_codec.py`): q codes uint8 [L, 2, H, T, d],
+    k_scale [L, H, 2, d] fp16 (step, offset per key channel), v_scale [L, H, T, 2G] fp16.
     rotated: keys stored after RoPE at their prompt positions (chain entries) instead of before.
     """
 
@@ -62,9 +65,24 @@ class Payload:
         """-> kv [L, 2, H, T, d] of `dtype` (the codec's dequantization, on the payload's device)."""
         if self.codec in FLOAT_CODECS:
             return self.q.to(dtype)
+        if self.codec in GROUPED_CODECS:
+            out = torch.empty(self.shape, dtype=torch.float32, device=self.q.device)
+            out[:, 0] = dequantize_grouped_reference(self.q[:, 0], self.k_scale, "k")
+            out[:, 1] = dequantize_grouped_reference(self.q[:, 1], self.v_scale, "v")
+            return out.to(dtype)
         d = self.shape[-1]
         q = self.q if self.codec == "int8" else quant.unpack_int4(self.q, d)  # [L, 2, H, T, d] int8
         out = torch.empty(self.shape, dtype=torch.float32, device=self.q.device)
         quant.dequantize_int8(q[:, 0], self.k_scale, out=out[:, 0])
         quant.dequantize_int8(q[:, 1], self.v_scale, out=out[:, 1])
         return out.to(dtype)
+
+
+def tensor_view(raw: bytearray, dtype: torch.dtype, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of `shape` over raw[offset:], sharing memory (torch.frombuffer refuses count 0)."""
+    count = 1
+    for s in shape:
+        count *= s
+    if count == 0:
+        return torch.zeros(shape, dtype=dtype)
+    return torch.frombuffer(raw, dtype=dtype, count=count, offset=offset).view(shape)

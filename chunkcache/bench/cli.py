@@ -42,6 +42,15 @@ def _peers(text: str) -> tuple[str, ...]:
     return names
 
 
+def _codecs(text: str) -> tuple[str, ...]:
+    from chunkcache.names import CODECS
+
+    names = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    if not names or any(n not in CODECS for n in names):
+        raise argparse.ArgumentTypeError(f"expected codecs among {', '.join(CODECS)} separated by commas; got {text!r}")
+    return names
+
+
 def _selections(text: str) -> tuple[str, ...]:
     from chunkcache.config import DEVIATIONS  # no torch: config imports only the prompt settings
 
@@ -86,6 +95,11 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                    "runs of full, reuse, blend and HF generate; 0 skips them (default: %(default)s)")
     t.add_argument("--peers", type=_peers, default=DEFAULT_PEERS,
                    help="peers to time: any of hf,llamacpp,vllm or none (default: hf,llamacpp; vllm needs scripts/setup_vllm.sh)")
+    p.add_argument("--codecs", type=_codecs, nargs="?", const=_codecs("fp16,int8,int4,kvq4,kvq3,ans20v10,ans16,ans8v4"), default=None,
+                   help="instead of the above: per codec (default list if none given) bytes per token, compression vs fp16, load ms "
+                   "per 256-token chunk (LMDB, Redis) and blend's fidelity / first-token KL against an fp16 store, on --limit "
+                   "examples (default 100); writes DIR/codecs.json and DIR/codecs.md (chunkcache.bench.codecs)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for --codecs (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
     return p
@@ -111,6 +125,10 @@ def cmd_bench(args) -> int:
     from chunkcache.bench.report import write_json, write_summary
     from chunkcache.bench.runner import run_bench
 
+    if args.codecs:
+        from chunkcache.bench.codecs import cmd_codecs
+
+        return cmd_codecs(args)
     spec = spec_from_args(args)
     out = Path(args.out)
     result = run_bench(spec)

@@ -7,15 +7,16 @@ import torch
 from chunkcache.storage import CODECS, KVStore, Payload, StoreConfig, chunk_key, decode_kv, decode_payload, encode_kv, CodecSpec
 from chunkcache.storage.lmdb_tier import DATA_DB
 
-STORED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8, "int4": torch.uint8, "fp32": torch.float32}
+STORED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8, "int4": torch.uint8, "fp32": torch.float32,
+                 **{name: torch.uint8 for name in ("kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")}}  # grouped: codes
 
 
 def key(i: int) -> bytes:
     return chunk_key("model", "prefix", [i], "payload")
 
 
-@pytest.mark.parametrize("zstd", [None, 3])
-@pytest.mark.parametrize("codec", CODECS)
+# entropy-coded codecs refuse zstd (test_storage_grouped.py)
+@pytest.mark.parametrize("codec,zstd", [(c, z) for c in CODECS for z in (None, 3) if not (z and c.startswith("ans"))])
 def test_payload_decodes_to_what_get_returns(codec, zstd, kv_factory):
     kv = kv_factory(tokens=37, layers=3)
     blob = encode_kv(kv, CodecSpec(codec, zstd))
@@ -27,6 +28,9 @@ def test_payload_decodes_to_what_get_returns(codec, zstd, kv_factory):
     assert p.q.dtype == STORED_DTYPES[codec]
     if codec in ("int8", "int4"):
         assert p.k_scale.shape == (L, H, 1, d) and p.v_scale.shape == (L, H, T, 1)
+        assert p.k_scale.dtype == p.v_scale.dtype == torch.float16
+    elif codec in STORED_DTYPES and STORED_DTYPES[codec] == torch.uint8:  # grouped: step + offset each
+        assert p.k_scale.shape == (L, H, 2, d) and p.v_scale.shape == (L, H, T, 2)
         assert p.k_scale.dtype == p.v_scale.dtype == torch.float16
     else:
         assert p.k_scale is None and p.v_scale is None
