@@ -26,6 +26,8 @@ def _ratios(text: str) -> list[float]:
 
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache")
+    from chunkcache.config import CacheConfig
+
     g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
     g.add_argument("--codec", default=DEFAULT_CODEC, choices=CODECS, help="how chunk KV is stored (default: %(default)s)")
@@ -33,6 +35,11 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
+    g.add_argument("--disk-mib", type=int, default=None,
+                   help="byte budget of the on-disk KV store in MiB, per-chunk and chain entries together (default: no cap)")
+    g.add_argument("--eviction", choices=("lfu", "lru"), default=CacheConfig.eviction,
+                   help="which entries go first when the disk budget is reached: lfu keeps the most reused (ties: the most "
+                        "recent), lru the most recent (default: %(default)s)")
     g.add_argument("--no-chain-entries", action="store_true",
                    help="do not store or use chain entries (each chunk's exact KV in the context a full prefill saw); "
                         "repeated contexts are then blended again instead of answered exactly")
@@ -151,6 +158,8 @@ def _cache_config(args, redis=None):
         dtype=args.dtype,
         redis=redis,
         chain_entries=not args.no_chain_entries,
+        disk_bytes=args.disk_mib * 2**20 if args.disk_mib is not None else None,
+        eviction=args.eviction,
     )
     return config
 

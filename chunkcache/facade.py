@@ -64,7 +64,7 @@ class ChunkCache:
             self.prefix = compute_prefix(self.engine, self.prompt.prefix_ids)
         store = KVStore(StoreConfig(path=str(root / "kv") if config.persist else None, codec=config.codec,
                                          zstd_level=config.zstd_level, memory_bytes=config.memory_bytes,
-                                         disk_bytes=config.disk_bytes, redis=config.redis))
+                                         disk_bytes=config.disk_bytes, eviction=config.eviction, redis=config.redis))
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
         self.scheduler = Scheduler(self.engine, self._lock, config.max_batch)

@@ -127,3 +127,25 @@ def test_refinement_gives_way_to_requests(tiny_model_dir, tmp_path):
             time.sleep(0.05)
         assert refiner.stats().refined == 1 and cache.chains.stored_run(ids) == 2
         refiner.close()
+
+
+@pytest.mark.parametrize("eviction, kept", [("lfu", True), ("lru", False)])
+def test_a_disk_budget_under_lfu_keeps_the_most_reused_context(tiny_model_dir, tmp_path, eviction, kept):
+    def ids(cache, passages):
+        from chunkcache.prompt import as_passage
+
+        return [cache.prompt.passage_ids(as_passage(p)) for p in passages]
+
+    with ChunkCache(store_dir=str(tmp_path / "size"), model=str(tiny_model_dir), memory_bytes=0) as cache:
+        cache.answer(Q, [A, B], mode="full", max_new_tokens=1)
+        one_context = cache.stats().bytes
+    with ChunkCache(store_dir=str(tmp_path / eviction), model=str(tiny_model_dir), memory_bytes=0,
+                    disk_bytes=int(2.5 * one_context), eviction=eviction) as cache:
+        cache.answer(Q, [A, B], mode="full", max_new_tokens=1)
+        for _ in range(3):  # a popular context: its chain entries are read again and again
+            assert [p.cache for p in cache.answer(Q, [A, B], mode="reuse", max_new_tokens=1).passages] == ["exact"] * 2
+        cache.answer(Q, [C, D], mode="full", max_new_tokens=1)  # seen once
+        cache.answer(Q, [D, C], mode="full", max_new_tokens=1)  # over budget: one context must go
+        assert cache.stats().evictions > 0
+        assert (cache.chains.stored_run(ids(cache, [A, B])) == 2) is kept
+        assert cache.chains.stored_run(ids(cache, [D, C])) == 2  # the entry being written is never the victim
