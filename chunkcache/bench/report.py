@@ -90,15 +90,20 @@ def _cell(r: dict, metric: str, digits: int = 3, unit: str = "") -> str:
 
 
 def format_quality(quality: dict) -> list[str]:
-    head = ["run", "recomputed", "fidelity", "F1 gold", "1st-token agree", "1st-token KL", "teacher agree", "TTFT ms", "speedup"]
+    head = ["run", "recomputed", "fidelity", "F1 gold", "1st-token agree", "1st-token KL", "teacher agree", "TTFT ms", "speedup",
+            "total ms", "total speedup", "ms/token", "saving kept"]
     rows = []
     for name, r in quality["runs"].items():
         rows.append([name, f"{r['recomputed_share']:.3f}", _cell(r, "fidelity"), f"{r['f1']:.3f}", f"{r['first_token_agreement']:.2f}",
-                     _cell(r, "first_token_kl", 4), _cell(r, "teacher_agreement"), _ms(r["ttft_median_s"]), _cell(r, "ttft_speedup", 2, "x")])
+                     _cell(r, "first_token_kl", 4), _cell(r, "teacher_agreement"), _ms(r["ttft_median_s"]), _cell(r, "ttft_speedup", 2, "x"),
+                     _ms(r.get("total_median_s")), _cell(r, "total_speedup", 2, "x"), _cell(r, "ms_per_token", 1),
+                     _cell(r, "saving_kept", 2)])
     lines = [f"### Quality vs recompute ratio: {quality['n_examples']} examples as given, {quality['max_new_tokens']}-token greedy answers", ""]
     lines += _table(head, rows)
     lines += ["", "fidelity = token F1 against full prefill's answer; KL(full || run) of the first token's distribution, nats; "
-              "teacher agree = share of top-1 tokens equal to full's when full's answer is fed; [lo, hi] = 95% bootstrap over the examples."]
+              "teacher agree = share of top-1 tokens equal to full's when full's answer is fed; [lo, hi] = 95% bootstrap over the examples; "
+              "total = first token to the last of the answer; ms/token = decode time per token after the first; saving kept = "
+              "mean(full total - run total) / mean(full TTFT - run TTFT), the share of the first token's saving left at the answer's end."]
     return lines
 
 

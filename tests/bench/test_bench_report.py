@@ -40,7 +40,9 @@ def fake_result(kernels: bool = False) -> dict:
         if selection:
             runs[name]["selection"] = selection
         if name.startswith("blend[probe]"):  # intervals on some runs only: the report must handle both
-            runs[name].update(fidelity_lo=fid - 0.1, fidelity_hi=min(1.0, fid + 0.05), ttft_speedup_lo=speedup * 0.9, ttft_speedup_hi=speedup * 1.1)
+            runs[name].update(fidelity_lo=fid - 0.1, fidelity_hi=min(1.0, fid + 0.05), ttft_speedup_lo=speedup * 0.9, ttft_speedup_hi=speedup * 1.1,
+                              total_median_s=1.25, total_speedup=1.5, ms_per_token=61.0, ms_per_token_lo=60.0, ms_per_token_hi=62.0,
+                              saving_kept=0.8, saving_kept_lo=0.7, saving_kept_hi=0.9)
     return {
         "machine": {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "torch_threads": 2, "loadavg": [0.5, 0.4, 0.3], "loadavg_end": [1.0, 0.5, 0.3],
                     "torch": "2.x", "transformers": "5.x", "date": "2026-01-01T00:00:00+00:00"},
@@ -195,3 +197,11 @@ def test_verdict_separates_domination_from_a_speed_tie():
     assert verdict(run(0.9, 3.0, 2.8, 3.0), run(0.8, 3.5, 3.2, 3.7)) == "no"  # clearly slower
     assert verdict(run(0.7, 3.5, 3.4, 3.6), run(0.8, 3.0, 2.9, 3.1)) == "no"  # less faithful
     assert verdict(run(0.9, 3.0, None, None), run(0.8, 3.1, None, None)) == "no"
+
+
+def test_the_quality_table_reports_the_whole_answer_beside_ttft():
+    from chunkcache.bench.report import format_quality
+
+    text = "\n".join(format_quality(fake_result()["quality"]))
+    assert "| total ms | total speedup | ms/token | saving kept |" in text
+    assert "| 1250 | 1.50x | 61.0 [60.0, 62.0] | 0.80 [0.70, 0.90] |" in text
