@@ -30,7 +30,7 @@ from chunkcache.errors import ConfigError, CorruptEntryError
 from chunkcache.names import CODECS
 from chunkcache.storage import quant
 from chunkcache.storage import grouped_codec
-from chunkcache.storage.grouped_codec import DEFAULT_GROUP, ENTROPY, GROUPED_CODECS
+from chunkcache.storage.grouped_codec import DEFAULT_GROUP, GROUPED_CODECS
 from chunkcache.storage.payload import FLOAT_CODECS, Payload, tensor_view as _view
 from chunkcache.storage.header import HEADER_SIZE, KVHeader, pack_header, read_header
 
@@ -56,8 +56,6 @@ class CodecSpec:
         level = self.zstd_level
         if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level not in _ZSTD_LEVELS):
             raise ConfigError(f"zstd_level must be None or an int in 1..{_ZSTD_LEVELS[-1]}, got {level!r}")
-        if level is not None and self.name in GROUPED_CODECS and GROUPED_CODECS[self.name].coding == ENTROPY:
-            raise ConfigError(f"codec {self.name} is already entropy-coded; zstd_level must be None, got {level}")
         g = self.group_size
         if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 65535:
             raise ConfigError(f"group_size must be an int in 1..65535, got {g!r}")
