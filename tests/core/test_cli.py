@@ -63,3 +63,36 @@ def test_api_key_file_wins_and_the_flag_warns(tmp_path, capsys):
     assert _api_key(build_parser().parse_args(["serve"])) is None
     with pytest.raises(ChunkCacheError, match="cannot read --api-key-file"):
         _api_key(build_parser().parse_args(["serve", "--api-key-file", str(tmp_path / "missing")]))
+
+
+def test_a_query_log_is_read_as_plain_lines_or_jsonl(tmp_path):
+    from chunkcache.cli import _logged_questions
+    from chunkcache.errors import ChunkCacheError
+
+    log = tmp_path / "log.txt"
+    log.write_text('Who keeps the lighthouse?\n\n{"question": "When does the ferry leave?", "ts": 3}\n  Why?  \n')
+    assert _logged_questions(str(log)) == ["Who keeps the lighthouse?", "When does the ferry leave?", "Why?"]
+    log.write_text('{"q": "no question field"}\n')
+    with pytest.raises(ChunkCacheError, match=r"log.txt:1: a JSON line needs a string \"question\" field"):
+        _logged_questions(str(log))
+    log.write_text("\n \n")
+    with pytest.raises(ChunkCacheError, match="holds no questions"):
+        _logged_questions(str(log))
+    with pytest.raises(ChunkCacheError, match="cannot read --queries"):
+        _logged_questions(str(tmp_path / "missing.txt"))
+
+
+def test_warm_with_a_query_log_stores_those_contexts_exactly(tmp_path, default_model_dir, capsys):
+    store = tmp_path / "store"
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "ferry", "title": "Ferry", "text": "The ferry to Orlen leaves at seven and returns at noon."}) + "\n"
+                    + json.dumps({"id": "mill", "title": "Mill", "text": "The old mill grinds barley for three villages."}) + "\n")
+    log = tmp_path / "log.txt"
+    log.write_text("When does the ferry leave?\n")
+    common = ["--store", str(store), "--model", str(default_model_dir)]
+    assert main(["ingest", str(docs), *common, "--quiet"]) == 0
+    assert main(["warm", "--queries", str(log), "--top-k", "2", *common, "--quiet"]) == 0
+    assert "stored 1 contexts exactly" in capsys.readouterr().out
+    assert main(["query", "When does the ferry leave?", "--top-k", "2", "--max-new-tokens", "2", *common]) == 0
+    err = capsys.readouterr().err  # one line per passage with its cache state, then the timings
+    assert err.count(" exact ") == 2 and "recomputed 0" in err
