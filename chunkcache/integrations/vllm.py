@@ -35,6 +35,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorProm
 from vllm.logger import init_logger
 
 from chunkcache.integrations import vllm_paged as paged
+from chunkcache.kernels import dequant_rope
 from chunkcache.integrations.vllm_plan import (
     LOSSLESS,
     PARAMS_KEY,
@@ -182,12 +183,7 @@ class ChunkCacheConnector(KVConnectorBase_V1):
             plan.block_ids = list(new.block_ids[0])
             if plan.external:
                 meta.loads.append(LoadRequest(new.req_id, plan.block_ids, plan.segments, plan.local, plan.local + plan.external))
-            loaded = plan.segments if plan.external else ()
-            # Documents inside vLLM's own prefix-cache hit may hold re-positioned KV a load put
-            # there: later documents computed over them are not exact, so they get no chain entry.
-            inexact = tuple(Segment("chunk", b"", s, len(c), i) for i, (s, c) in enumerate(zip(plan.docs.starts(), plan.docs.chunks))
-                            if s < plan.local and not any(seg.doc == i for seg in loaded))
-            plan.saves = plan_save(plan.docs, loaded + inexact, self._store.contains)
+            plan.saves = plan_save(plan.docs, plan.segments if plan.external else (), self._store.contains, plan.local)
             self._maybe_save(meta, plan, new.req_id, new.num_computed_tokens + scheduler_output.num_scheduled_tokens[new.req_id])
         cached = scheduler_output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
@@ -244,8 +240,6 @@ class ChunkCacheConnector(KVConnectorBase_V1):
                 return
             self._stats.data["store_hits"] += 1
             if seg.kind == "chunk":  # keys before RoPE: rotate them to the document's place
-                from chunkcache.kernels import dequant_rope
-
                 positions = torch.arange(seg.start, seg.end)
                 k, v = dequant_rope(payload.k, payload.k_scale, payload.v, payload.v_scale, positions, self._freqs, 1.0,
                                     payload.codec, self._dtype)  # [L, H, n, d] each

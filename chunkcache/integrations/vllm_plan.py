@@ -160,17 +160,21 @@ def plan_load(docs: RequestDocs, stored: Callable[[bytes], bool], recompute_last
     return tuple(out[: 1 + max(0, docs_loaded - recompute_last)])
 
 
-def plan_save(docs: RequestDocs, loaded: Sequence[Segment], stored: Callable[[bytes], bool]) -> tuple[Segment, ...]:
+def plan_save(docs: RequestDocs, loaded: Sequence[Segment], stored: Callable[[bytes], bool],
+              local_end: int = 0) -> tuple[Segment, ...]:
     """Entries to write once vLLM has computed the request's documents: the prefix if not stored;
     a chain entry for every computed document whose every predecessor is exact (computed by vLLM
     or loaded from a chain entry, never re-positioned); a per-chunk entry for document 0 if vLLM
-    computed it (behind the prefix alone, it is exactly a per-chunk entry)."""
+    computed it (behind the prefix alone, it is exactly a per-chunk entry).
+
+    local_end: tokens vLLM's own prefix cache supplied. A document starting there may hold
+    re-positioned KV an earlier load put in that cache, so it counts as inexact and is not saved."""
     out = [] if stored(docs.prefix.key) else [docs.prefix]
     from_store = {seg.doc: seg.kind for seg in loaded if seg.kind != "prefix"}
     exact = True
     for i, (start, ids) in enumerate(zip(docs.starts(), docs.chunks)):
-        kind = from_store.get(i)
-        if kind == "chunk":
+        kind = from_store.get(i) or ("local" if start < local_end else None)
+        if kind in ("chunk", "local"):
             exact = False
         if kind is not None:
             continue

@@ -68,7 +68,11 @@ def main() -> int:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    send = lambda obj: (out.write(json.dumps(obj) + "\n"), out.flush())  # noqa: E731
+
+    def send(obj: dict) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
     try:
         settings = json.loads(sys.stdin.readline())
         llm = _engine(settings)

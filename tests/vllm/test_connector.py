@@ -68,7 +68,8 @@ def test_reordered_documents_load_from_store_and_exact_repeat_matches_full_prefi
     # 3. The same documents in another order: every one comes from chunkcache's store, only the question is computed.
     reordered, reordered_s = ask(llm, builder, texts[::-1], max_tokens=1)
     report = reordered.kv_transfer_params[PARAMS_KEY]
-    assert report["from_chain"] + report["from_chunk"] == 5 and report["prefix_loaded"], report
+    # the first one (alone behind the prefix once) from its chain entry, the other four re-positioned
+    assert (report["from_chain"], report["from_chunk"]) == (1, 4) and report["prefix_loaded"], report
     docs_end = len(builder.prefix_ids) + sum(len(builder.passage_ids(Passage(t))) for t in texts)
     assert reordered.num_cached_tokens >= docs_end - 32  # vLLM counts them as cached (less a local sub-block tail)
     assert counter(llm, "vllm:external_prefix_cache_hits") - hits_before >= docs_end - 32

@@ -46,6 +46,9 @@ def test_plan_save_keeps_only_exact_chain_entries():
     loaded = plan_load(d, {d.prefix.key, d.chain[0], d.per_chunk[1]}.__contains__)
     # doc 1 was re-positioned, so doc 2 computed over it is not exact: nothing to store
     assert plan_save(d, loaded, {d.prefix.key, d.chain[0]}.__contains__) == ()
+    # documents inside vLLM's own prefix-cache hit may hold re-positioned KV: nothing after them is saved
+    assert [s.kind for s in plan_save(d, (), {d.prefix.key}.__contains__, local_end=6)] == []
+    assert [(s.kind, s.doc) for s in plan_save(d, (), nothing, local_end=3)][:2] == [("prefix", -1), ("chain", 0)]
 
 
 def test_settings_digest_matches_the_prompt_builder():
