@@ -56,7 +56,7 @@ class WorkloadSpec:
     model: str | None = None
     queries: int = 300
     zipf_s: float = 1.1
-    top_k: int = 10
+    top_k: int = 5
     max_new_tokens: int = 32
     rate: float | None = None  # questions/s; None = half of what blend serves alone
     utilization: float = 0.5
@@ -373,7 +373,7 @@ def run(spec: WorkloadSpec) -> dict:
     from chunkcache.evaluation import load_examples, resolve_data
     from chunkcache.model_files import resolve_model_dir
 
-    if spec.threads:
+    if spec.threads:  # two torch threads on a busy machine stall on each other: 1 is faster there
         torch.set_num_threads(spec.threads)
     # Converted once into --store; every line's store copy uses that directory.
     spec = replace(spec, model=str(resolve_model_dir(spec.model, Path(spec.store))))
@@ -413,7 +413,7 @@ def run(spec: WorkloadSpec) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", type=int, default=300, help="questions in the stream (default: %(default)s)")
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s of question popularity (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=10, help="passages retrieved per question (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=5, help="passages retrieved per question (default: %(default)s)")
     p.add_argument("--rate", type=float, default=None,
                    help="arrivals per second (default: blend about half busy on its share of the cores, from its service "
                         "time measured alone before the lines)")
