@@ -15,12 +15,14 @@ Full prefill is answered once per example (it never reads the store).
 """
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +115,10 @@ def _transcode(cache, chunk_ids: list[list[int]]) -> int:
     return cache.stats().bytes - before
 
 
-def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, examples) -> dict:
+def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, examples,
+                          on_codec: Callable[[dict], None] = lambda quality: None) -> dict:
+    """{codec: summary} in spec.codecs' order after fp16; `on_codec` gets the summaries so far
+    after each codec (a long run keeps what it measured)."""
     from chunkcache.prompt import as_passage
 
     passages = list({(p["title"], p["text"]): p for ex in examples for p in ex.passages}.values())
@@ -121,11 +126,11 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
         cache.warm(passages, progress=spec.progress, desc="warm-up (fp32, once)")
         chunk_ids = [cache.prompt.passage_ids(as_passage(p)) for p in passages]
     tokens = sum(map(len, chunk_ids))
-    full, base, per_codec, sizes = [], [], {}, {}
+    full, base, out = [], [], {}
     order = ["fp16"] + [c for c in spec.codecs if c != "fp16"]
     for codec in order:
         with _open(model_dir, root, codec) as cache:
-            sizes[codec] = _transcode(cache, chunk_ids)
+            size = _transcode(cache, chunk_ids)
             runs = []
             for ex in tqdm(examples, desc=f"blend {codec}", disable=not spec.progress):
                 if codec == "fp16":
@@ -134,12 +139,8 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
             misses = cache.stats().misses
             if misses:
                 raise ConfigError(f"{codec}: {misses} chunk lookups missed the transcoded entries; the comparison is not valid")
-        per_codec[codec] = runs
         if codec == "fp16":
             base = runs
-    out = {}
-    for codec in order:
-        runs = per_codec[codec]
         fid = [token_f1(r.text, f.text) for r, f in zip(runs, full)]
         kl = [kl_divergence(f.first_logprobs, r.first_logprobs) for r, f in zip(runs, full)]
         base_fid = [token_f1(b.text, f.text) for b, f in zip(base, full)]
@@ -152,13 +153,14 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
             "kl_to_fp16": [kl_divergence(b.first_logprobs, r.first_logprobs) for r, b in zip(runs, base)],
             "first_token_agreement_fp16": [float(r.first_token == b.first_token) for r, b in zip(runs, base)],
         }
-        rep = {"n": len(runs), "bytes": sizes[codec], "tokens": tokens,
-               "bytes_per_token": sizes[codec] / tokens, "compression_vs_fp16": sizes["fp16"] / sizes[codec]}
+        rep = {"n": len(runs), "bytes": size, "tokens": tokens,
+               "bytes_per_token": size / tokens, "compression_vs_fp16": (out["fp16"]["bytes"] if out else size) / size}
         for name, values in rows.items():
             rep[name] = statistics.fmean(values)
             rep[f"{name}_lo"], rep[f"{name}_hi"] = bootstrap_ci(values, n_resamples=spec.n_resamples, seed=spec.seed)
         out[codec] = rep
         out[codec]["per_example"] = {name: [round(v, 6) for v in values] for name, values in rows.items()}
+        on_codec(out)
     return out
 
 
@@ -279,7 +281,8 @@ def measure_codec_loads(spec: CodecBenchSpec, model_dir: Path, root: Path, examp
     return rows
 
 
-def run_codec_bench(spec: CodecBenchSpec) -> dict:
+def run_codec_bench(spec: CodecBenchSpec, on_progress: Callable[[dict], None] = lambda result: None) -> dict:
+    """Loads first, then quality codec by codec; `on_progress` gets the partial result after each."""
     from chunkcache.bench.report import describe_machine
     from chunkcache.model_files import resolve_model_dir
 
@@ -292,7 +295,12 @@ def run_codec_bench(spec: CodecBenchSpec) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-codecs-") as tmp:
         root = Path(tmp)
         result["load"] = measure_codec_loads(spec, model_dir, root, everything)
-        result["quality"] = measure_codec_quality(spec, model_dir, root, examples)
+
+        def partial(quality: dict) -> None:
+            result["quality"] = quality
+            on_progress(result)
+
+        result["quality"] = measure_codec_quality(spec, model_dir, root, examples, partial)
     result["machine"]["loadavg_end"] = describe_machine()["loadavg"]
     return result
 
@@ -328,19 +336,23 @@ def format_codecs(result: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_codecs(args) -> int:
-    import json
-
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    spec = CodecBenchSpec(data=args.data, store=args.store, model=args.model, codecs=args.codecs, limit=args.limit or 100,
-                          max_new_tokens=args.max_new_tokens, progress=not args.quiet)
-    result = run_codec_bench(spec)
-    out = Path(args.out)
+def write_codecs(result: dict, out: Path) -> str:
+    """DIR/codecs.json and DIR/codecs.md; returns the table."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "codecs.json").write_text(json.dumps(result, indent=1, default=str))
     text = format_codecs(result)
     (out / "codecs.md").write_text(text + "\n")
+    return text
+
+
+def cmd_codecs(args) -> int:
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    spec = CodecBenchSpec(data=args.data, store=args.store, model=args.model, codecs=args.codecs, limit=args.limit or 100,
+                          max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    out = Path(args.out)
+    result = run_codec_bench(spec, on_progress=lambda partial: write_codecs(partial, out))
+    text = write_codecs(result, out)
     print(text)
     print(f"wrote {out / 'codecs.json'}, {out / 'codecs.md'}")
     return 0
