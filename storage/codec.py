@@ -12,8 +12,8 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
            vscale fp16 [L, H, T, 1]  (values: per token)              2 * L*H*T
     int4   q     uint8 [L, 2, H, T, ceil(d/2)], two nibbles a byte (see `storage/quant.py`)
            kscale, vscale as for int8
-    kvq4, kvq3, ans16, ans8, ans6: asymmetric codes with per-channel key and per-token value
-           scales, bit-packed or entropy-coded (`storage/grouped_codec.py`)
+    kvq4, kvq3, ans20v10, ans16, ans8v4: asymmetric codes with per-channel key and per-token
+           value scales, bit-packed or entropy-coded (`storage/grouped_codec.py`)
 
 The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise, and
 `decode_payload` the stored tensors themselves (`storage/payload.py`) for the fused load path.

@@ -40,6 +40,13 @@ def reference_dequant(kv, levels: tuple[int, int], group):
     return out
 
 
+def test_storage_and_kernels_know_the_same_grouped_codecs():
+    from chunkcache.kernels import GROUPED_CODECS as KERNEL_CODECS
+    from chunkcache.names import CODECS
+
+    assert NAMES == KERNEL_CODECS and set(NAMES) <= set(CODECS)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_round_trip_matches_the_documented_arithmetic(kv_factory, name):
     kv = kv_factory(tokens=64, layers=4)
