@@ -156,18 +156,50 @@ def _prepare(spec: WorkloadSpec, examples, stream: list[int]) -> tuple[Path, dic
     return template, info
 
 
-def run_reference(spec: WorkloadSpec, template: Path, examples, stream: list[int]) -> dict:
+_JOURNAL_LOCK = threading.Lock()
+
+
+def _journal(spec: WorkloadSpec, line: str, row: dict) -> None:
+    """Append one finished query to OUT/journal-<line>.jsonl, so a long run can be read while it
+    goes on, or after it was stopped (`--from-journal`)."""
+    with _JOURNAL_LOCK:
+        out = Path(spec.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / f"journal-{line.replace('+', '-')}.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def from_journal(out: Path, lines: tuple[str, ...]) -> dict:
+    """The lines' records and the reference read back from the journal (a partial run: only the
+    queries whose reference answer is in too). Same shape as `run`'s result, config left out."""
+    path = out / "journal-full.jsonl"
+    refs = {r["question"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    result = {"lines": {}, "refs": {str(k): v for k, v in refs.items()}}
+    for name in lines:
+        path = out / f"journal-{name.replace('+', '-')}.jsonl"
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        rows = sorted((r for r in rows if r["question"] in refs), key=lambda r: r["index"])
+        score(rows, refs)
+        result["lines"][name] = {"records": rows, "utilization": None}
+    stream = sorted({r["index"]: r["question"] for line in result["lines"].values() for r in line["records"]}.items())
+    result["lines"] = {"full": full_line([q for _, q in stream], refs)} | result["lines"]
+    for entry in result["lines"].values():
+        entry["summary"] = summarize(entry["records"], refs) if entry["records"] else None
+    return result
+
+
+def run_reference(spec: WorkloadSpec, cache, examples, stream: list[int]) -> dict:
     """Each distinct prompt of the stream answered once by a full prefill, one at a time (no
     queueing), beside the lines so it runs on the same contended machine: the answers every
     line is scored against and the `full` line's times. {question: {text, ttft_s, total_s}}."""
     refs = {}
-    cache = _line_cache(spec, template, "full")
     try:
         for q in tqdm(list(dict.fromkeys(stream)), desc="line full (reference)", disable=not spec.progress):
             t0 = time.perf_counter()
             ans = cache.query(examples[q].question, top_k=spec.top_k, mode="full", max_new_tokens=spec.max_new_tokens)
             refs[q] = {"text": _answer_text(cache, ans.token_ids), "ttft_s": ans.ttft_s, "total_s": time.perf_counter() - t0,
                        "context_tokens": ans.context_tokens}
+            _journal(spec, "full", {"question": q, **refs[q]})
     finally:
         cache.close()
     return refs
@@ -185,10 +217,10 @@ def _line_cache(spec: WorkloadSpec, template: Path, line: str):
                       refine=RefineConfig(enabled=line == "blend+refine"), max_batch=spec.workers)
 
 
-def run_line(spec: WorkloadSpec, template: Path, line: str, examples, stream: list[int], arrivals: list[float]) -> dict:
-    """Replay the stream through one line; returns its records (fidelity scored later, `score`)."""
+def run_line(spec: WorkloadSpec, cache, line: str, examples, stream: list[int], arrivals: list[float]) -> dict:
+    """Replay the stream through one line (its own ChunkCache, closed here); returns its records
+    (fidelity is scored later, `score`)."""
     mode = "prefix" if line == "prefix" else "blend"
-    cache = _line_cache(spec, template, line)
     records: list[QueryRecord | None] = [None] * len(stream)
     busy = {"n": 0, "since": 0.0, "total": 0.0}
     lock = threading.Lock()
@@ -216,6 +248,7 @@ def run_line(spec: WorkloadSpec, template: Path, line: str, examples, stream: li
         except Exception as exc:  # a failed query is recorded, never hidden
             records[i] = QueryRecord(i, q, float("nan"), float("nan"), 0.0, [], 0, error=repr(exc))
         finally:
+            _journal(spec, line, asdict(records[i]) | {"kind": records[i].kind})
             with lock:
                 busy["n"] -= 1
                 if busy["n"] == 0:
@@ -315,6 +348,8 @@ def format_report(result: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, line in result["lines"].items():
         s = line["summary"]
+        if s is None:
+            continue
 
         def f(x, d=3):
             return "n/a" if x is None else f"{x:.{d}f}"
@@ -328,7 +363,7 @@ def format_report(result: dict) -> str:
             f"{1e3 * s['ttft_mean_s']:.0f} / {1e3 * s['ttft_p50_s']:.0f} / {1e3 * s['ttft_p99_s']:.0f}",
             f"{s['total_speedup']:.2f}x", f"{a['exact']:.2f} / {a['blended']:.2f} / {a['computed']:.2f}",
             f"{p['exact']:.2f} / {p['hit']:.2f} / {p['miss']:.2f}" if name != "full" else "n/a",
-            f(line["utilization"], 2)]) + " |")
+            f(line.get("utilization"), 2)]) + " |")
     c = result["config"]
     lines.append(f"\n{c['queries']} queries ({c['distinct']} distinct questions) drawn from {c['data']} with Zipf s = {c['zipf_s']}, "
                  f"top_k {c['top_k']}, {c['max_new_tokens']}-token greedy answers, Poisson arrivals at {c['rate']:.3f}/s "
@@ -380,25 +415,36 @@ def run(spec: WorkloadSpec) -> dict:
     path, dataset = resolve_data(spec.data)
     examples = load_examples(path)
     stream = zipf_stream(len(examples), spec.queries, spec.zipf_s, spec.seed)
+    for old in Path(spec.out).glob("journal-*.jsonl"):
+        old.unlink()
     template, info = _prepare(spec, examples, stream)
     # The lines and the reference run at once (side by side on the same machine), so each gets
     # about cores / (lines + 1) of it: the default rate keeps blend `utilization` busy at that share.
     share = min(1.0, (os.cpu_count() or 1) / (len(spec.lines) + 1))
     rate = spec.rate or spec.utilization * share / info["blend_service_s"]
+    print(f"blend alone: {info['blend_service_s']:.2f} s per answer; arrivals at {rate:.4f}/s; order study: {info['order']}", flush=True)
     arrivals = poisson_arrivals(len(stream), rate, spec.seed)
+    # Models load one at a time (loading is not thread-safe), then everything runs at once.
+    caches = {name: _line_cache(spec, template, name) for name in ("full",) + tuple(spec.lines)}
     out: dict = {}
+    failed: list[BaseException] = []
 
-    def reference() -> None:
-        out["refs"] = run_reference(spec, template, examples, stream)
+    def work(name: str) -> None:
+        try:
+            if name == "full":
+                out["refs"] = run_reference(spec, caches[name], examples, stream)
+            else:
+                out[name] = run_line(spec, caches[name], name, examples, stream, arrivals)
+        except BaseException as exc:  # re-raised below: a failed line fails the run
+            failed.append(exc)
 
-    def line(name: str) -> None:
-        out[name] = run_line(spec, template, name, examples, stream, arrivals)
-
-    workers = [threading.Thread(target=reference)] + [threading.Thread(target=line, args=(n,)) for n in spec.lines]
+    workers = [threading.Thread(target=work, args=(name,)) for name in caches]
     for w in workers:
         w.start()
     for w in workers:
         w.join()
+    if failed:
+        raise failed[0]
     refs = out.pop("refs")
     lines = {"full": full_line(stream, refs)} | {n: out[n] for n in spec.lines}
     for name in spec.lines:
@@ -449,8 +495,19 @@ def main(argv=None) -> int:
                    help="store directory (the converted model; the bench's stores go under it)")
     p.add_argument("--model", default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--from-journal", action="store_true",
+                   help="do not run: summarize what OUT/journal-*.jsonl holds (a run in progress or stopped)")
     add_arguments(p)
     args = p.parse_args(argv)
+    if args.from_journal:
+        spec = spec_from_args(args)
+        result = from_journal(Path(args.out), spec.lines)
+        n = len(result["lines"]["full"]["records"])
+        result["config"] = {"queries": n, "distinct": len(result["refs"]), "data": args.data, "zipf_s": spec.zipf_s,
+                            "top_k": spec.top_k, "max_new_tokens": spec.max_new_tokens, "rate": float("nan"),
+                            "blend_service_s": float("nan"), "machine": machine_line() + " (read back from the journal)"}
+        print(format_report(result))
+        return 0
     result = run(spec_from_args(args))
     paths = write(result, Path(args.out))
     print(format_report(result))

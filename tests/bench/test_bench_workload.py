@@ -57,3 +57,18 @@ def test_report_and_plot_from_a_result(tmp_path):
     text = format_report(result)
     assert "| blend+refine | 2 | 0.900" in text and "3.33x" in text and "order=score: 0.500" in text
     assert plot(result, tmp_path / "w.png").stat().st_size > 1000
+
+
+def test_a_stopped_run_is_summarized_from_its_journal(tmp_path):
+    from chunkcache.bench.workload import WorkloadSpec, _journal, from_journal
+
+    spec = WorkloadSpec(data="x", out=str(tmp_path), store="s")
+    _journal(spec, "full", {"question": 7, "text": "the lighthouse keeper", "ttft_s": 2.0, "total_s": 3.0})
+    _journal(spec, "blend+refine", _record(1, 7, 0.5, 0.0, ["exact"]) | {"text": "the lighthouse keeper"})
+    _journal(spec, "blend+refine", _record(0, 7, 1.0, 0.0, ["hit"]) | {"text": "a keeper"})
+    _journal(spec, "blend+refine", _record(2, 9, 1.0, 0.0, ["hit"]) | {"text": "no reference yet"})
+    result = from_journal(tmp_path, ("blend+refine",))
+    rows = result["lines"]["blend+refine"]["records"]
+    assert [r["index"] for r in rows] == [0, 1]  # in stream order; question 9 has no reference answer yet
+    assert rows[1]["fidelity"] == 1.0 and 0 < rows[0]["fidelity"] < 1
+    assert result["lines"]["blend+refine"]["summary"]["ttft_speedup"] == pytest.approx(4 / 1.5)
