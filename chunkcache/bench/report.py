@@ -175,7 +175,7 @@ def format_decode(decode: dict) -> list[str]:
              f"(greedy answers of up to {decode['max_new_tokens']} tokens, median of {decode['repeats']})", ""]
     lines += _table(["variant", "tokens/s after the first", "ms/token", "tokens decoded", f"peak MiB @{decode['memory_chunks']}"], rows)
     lines += ["", "peak = resident memory one whole answer adds above the level before it (RSS polled every ms after "
-              "malloc_trim; the CUDA allocator's peak on a GPU). blend's first decode steps repair context tokens."]
+              "malloc_trim; the CUDA allocator's peak on a GPU). With repair on (--repair-ratio), blend's first decode step also repairs context tokens."]
     return lines
 
 

@@ -182,17 +182,25 @@ def _headline(contexts: dict) -> int:
     return 10 if 10 in contexts else sizes[len(sizes) // 2]
 
 
+# The repair the bench draws beside a default that does not repair: 10% of the blended context in
+# the first decode step (README, "Repair while decoding: the trade").
+REPAIR_OPTION = {"repair_ratio": 0.1, "repair_steps": 1}
+
+
 def selection_lines(base: BlendConfig, selections: tuple[str, ...]) -> list[tuple[str, BlendConfig]]:
     """The blend configurations of the quality sweep, one line each in pareto.png.
 
-    The configured default as it serves (repair while decoding included); when it repairs, the
-    same selection without repair ("<sel>-norepair", so the plot separates the two levers); and
-    every other selection as it shipped, without repair (e.g. "vattn", the previous default).
+    The configured default as it serves; the same selection with the other repair setting (when
+    it repairs, "<sel>-norepair"; when it does not, "<sel>+repair" at REPAIR_OPTION), so the
+    plot separates the two levers; and every other selection as it shipped, without repair
+    (e.g. "vattn", the previous default).
     """
     norepair = {"repair_ratio": 0.0, "repair_steps": 0}
     lines = [(base.deviation_of, base)]
     if base.repair_ratio and base.repair_steps:
         lines.append((f"{base.deviation_of}-norepair", replace(base, **norepair)))
+    else:
+        lines.append((f"{base.deviation_of}+repair", replace(base, **REPAIR_OPTION)))
     lines += [(sel, replace(base, deviation_of=sel, **norepair)) for sel in selections if sel != base.deviation_of]
     return lines
 

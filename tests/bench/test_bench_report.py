@@ -75,17 +75,21 @@ def test_quality_runs_start_with_full_and_cover_every_ratio_for_every_selection(
     runs = quality_runs(spec)
     names = [r.name for r, _ in runs]
     assert names == ["full", "reuse", "ape", "blend[probe]@0", "blend[probe]@0.15", "blend[probe]@1",
-                     "blend[probe-norepair]@0", "blend[probe-norepair]@0.15", "blend[probe-norepair]@1",
+                     "blend[probe+repair]@0", "blend[probe+repair]@0.15", "blend[probe+repair]@1",
                      "blend[vattn]@0", "blend[vattn]@0.15", "blend[vattn]@1", "adaptive@0.6"]
     default = BlendConfig()
-    assert default.repair_ratio and default.repair_steps  # the default repairs, so a no-repair line is drawn
+    assert default.repair_ratio == 0  # the default does not repair (README: the trade), so a repair line is drawn
     for run, meta in runs[3:-1]:
         assert run.ratio == meta["ratio"]
         if meta["selection"] == "probe":  # the default exactly as it serves
             assert run.blend == default
+        elif meta["selection"] == "probe+repair":  # the default plus the repair option; nothing else differs
+            assert (run.blend.repair_ratio, run.blend.repair_steps) == (0.1, 1)
+            assert replace(run.blend, repair_ratio=0.0) == default
+            continue
         else:  # other lines: their selection, without repair; nothing else differs
             assert run.blend.repair_ratio == 0
-            assert run.blend.deviation_of == meta["selection"].removesuffix("-norepair")
+            assert run.blend.deviation_of == meta["selection"]
             assert replace(run.blend, deviation_of=default.deviation_of, repair_ratio=default.repair_ratio,
                            repair_steps=default.repair_steps) == default
     adaptive, meta = runs[-1]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chunkcache import ChunkCache
+from chunkcache.config import BlendConfig
 from chunkcache.errors import CacheClosedError
 
 DEMO = Path(__file__).resolve().parents[2] / "chunkcache" / "demo" / "demo_qa.jsonl"
@@ -20,8 +21,10 @@ def _examples():
 def _jobs(examples):
     """Mixed modes and lengths, so streams join and leave the batch at different steps."""
     modes = [("blend", 0.15), ("full", None), ("reuse", None), ("blend", 0.3), ("ape", None), ("blend", 0.0)]
+    repair = BlendConfig(repair_ratio=0.2, repair_steps=2)  # off by default: one job repairs, its rows ride in the batch
     return [dict(question=ex["question"], passages=ex["passages"], mode=modes[i % len(modes)][0],
-                 recompute_ratio=modes[i % len(modes)][1], max_new_tokens=6 + 3 * (i % 4))
+                 recompute_ratio=modes[i % len(modes)][1], max_new_tokens=6 + 3 * (i % 4),
+                 **({"blend": repair} if i % len(modes) == 3 else {}))
             for i, ex in enumerate(examples)]
 
 
@@ -53,6 +56,7 @@ def test_batched_answers_equal_answers_alone_on_the_default_model(default_cache)
         assert b.token_ids == a.token_ids, job
         assert b.finish_reason == a.finish_reason
         assert b.repaired_tokens == a.repaired_tokens
+    assert any(a.repaired_tokens for a in alone)  # repair rows were part of the batched steps
     steps, rows = default_cache.scheduler.steps - steps, default_cache.scheduler.batched_rows - rows
     assert rows / steps > 2  # the decode steps really ran batched
 
