@@ -64,9 +64,9 @@ def test_quick_bench_writes_json_summary_and_plots(tmp_path, default_model_dir, 
     runs = report["quality"]["runs"]
     assert report["quality"]["selections"] == ["probe", "vattn"]
     assert list(runs) == ["full", "reuse", "ape", "blend[probe]@0", "blend[probe]@0.15", "blend[probe]@1",
-                          "blend[probe-norepair]@0", "blend[probe-norepair]@0.15", "blend[probe-norepair]@1",
+                          "blend[probe+repair]@0", "blend[probe+repair]@0.15", "blend[probe+repair]@1",
                           "blend[vattn]@0", "blend[vattn]@0.15", "blend[vattn]@1", "adaptive@0.5"]
-    for name in ("blend[probe]@1", "blend[probe-norepair]@1", "blend[vattn]@1"):
+    for name in ("blend[probe]@1", "blend[probe+repair]@1", "blend[vattn]@1"):
         assert runs[name]["fidelity"] == 1.0 and runs[name]["first_token_kl"] < 1e-4 and runs[name]["teacher_agreement"] == 1.0
     for rep in runs.values():
         assert rep["fidelity_lo"] <= rep["fidelity"] <= rep["fidelity_hi"]
