@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .rope_triton import _cos_sin
+
 
 @triton.jit
 def _grouped_rope_kernel(
@@ -34,11 +36,7 @@ def _grouped_rope_kernel(
     j_mask = j < HALF
     mask = t_mask[:, None] & j_mask[None, :]
 
-    pos = tl.load(pos_ptr + t, mask=t_mask, other=0).to(tl.float32)
-    freq = tl.load(freq_ptr + j, mask=j_mask, other=0.0)
-    angle = pos[:, None] * freq[None, :]  # [BT, BH] fp32
-    cos = tl.cos(angle) * scaling
-    sin = tl.sin(angle) * scaling
+    cos, sin = _cos_sin(pos_ptr, freq_ptr, t, j, t_mask, j_mask, scaling)  # [BT, BH] fp32
 
     # keys: x = code * step[c] + offset[c], per channel c
     k_row = k_ptr + l * sk_l + h * sk_h + t[:, None] * sk_t

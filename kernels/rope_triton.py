@@ -15,6 +15,16 @@ _CODEC_IDS = {"float": 0, "fp16": 0, "bf16": 0, "fp32": 0, "int8": 1, "int4": 2}
 
 
 @triton.jit
+def _cos_sin(pos_ptr, freq_ptr, t, j, t_mask, j_mask, scaling):
+    # t: [BT] token indices, j: [BH] pair indices -> cos, sin [BT, BH] of pos[t] * freq[j], in fp32
+    # (positions as fp32, never bf16), times the rope attention scaling
+    pos = tl.load(pos_ptr + t, mask=t_mask, other=0).to(tl.float32)
+    freq = tl.load(freq_ptr + j, mask=j_mask, other=0.0)
+    angle = pos[:, None] * freq[None, :]
+    return tl.cos(angle) * scaling, tl.sin(angle) * scaling
+
+
+@triton.jit
 def _load_q(row_ptr, e, mask, CODEC: tl.constexpr):
     # row_ptr: [BT, 1] row starts, e: [BH] element index along head_dim -> fp32 [BT, BH]
     if CODEC == 2:  # int4: element e is nibble e % 2 of byte e // 2, stored as q + 8
@@ -46,11 +56,7 @@ def _dequant_rope_kernel(
     j_mask = j < HALF
     mask = t_mask[:, None] & j_mask[None, :]
 
-    pos = tl.load(pos_ptr + t, mask=t_mask, other=0).to(tl.float32)
-    freq = tl.load(freq_ptr + j, mask=j_mask, other=0.0)
-    angle = pos[:, None] * freq[None, :]  # [BT, BH] fp32
-    cos = tl.cos(angle) * scaling
-    sin = tl.sin(angle) * scaling
+    cos, sin = _cos_sin(pos_ptr, freq_ptr, t, j, t_mask, j_mask, scaling)  # [BT, BH] fp32
 
     k_row = k_ptr + l * sk_l + h * sk_h + t[:, None] * sk_t
     x1 = _load_q(k_row, j, mask, CODEC)

@@ -14,11 +14,7 @@ computed. Without --redis-url a redis-server is started on a free 127.0.0.1 port
 """
 
 import argparse
-import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -26,6 +22,7 @@ import uuid
 import numpy as np
 import torch
 
+from chunkcache.bench.codecs import redis_server  # the given server, or one of our own on a free port
 from chunkcache.storage import CODECS, CodecSpec, KVStore, LmdbTier, RedisConfig, StoreConfig, chunk_key, decode_kv, encode_kv
 from chunkcache.storage.redis_tier import RedisTier
 
@@ -130,36 +127,6 @@ def bench_codec(spec: CodecSpec, chunks: list[torch.Tensor], rounds: int, workdi
     }
 
 
-@contextlib.contextmanager
-def redis_server(url: str | None):
-    """The given server, or a redis-server of our own on a free loopback port (no persistence)."""
-    if url is not None:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no --redis-url and no redis-server to start: apt-get install -y redis-server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--maxmemory", "2gb", "--maxmemory-policy", "allkeys-lru"],
-                            stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kv-file", help="raw .npy of shape [L, 2, H, T, d]; split into chunks of --tokens")
@@ -205,4 +172,9 @@ def _fmt(col: str, v: float) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from chunkcache.errors import ConfigError
+
+    try:
+        main()
+    except ConfigError as e:  # no --redis-url and no redis-server to start: say what to install
+        raise SystemExit(str(e))

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from chunkcache.evaluation import _answer_text  # the answer up to its first end-of-sequence token, as eval scores it
+
 LINES = ("prefix", "blend", "blend+chain", "blend+refine")
 DEFAULT_LINES = ("prefix", "blend", "blend+refine")
 
@@ -111,12 +113,6 @@ def machine_line() -> str:
     isa = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f" {f}" in flags]
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, " \
            f"ISA {'/'.join(isa) or 'unknown'}"
-
-
-def _answer_text(cache, token_ids) -> str:
-    eos = set(cache.generator.spec.eos_token_ids)
-    cut = next((i for i, t in enumerate(token_ids) if t in eos), len(token_ids))
-    return cache.generator.tokenizer.decode(list(token_ids[:cut]), skip_special_tokens=True).strip()
 
 
 def _prepare(spec: WorkloadSpec, examples, stream: list[int]) -> tuple[Path, dict]:
@@ -197,7 +193,7 @@ def run_reference(spec: WorkloadSpec, cache, examples, stream: list[int]) -> dic
         for q in tqdm(list(dict.fromkeys(stream)), desc="line full (reference)", disable=not spec.progress):
             t0 = time.perf_counter()
             ans = cache.query(examples[q].question, top_k=spec.top_k, mode="full", max_new_tokens=spec.max_new_tokens)
-            refs[q] = {"text": _answer_text(cache, ans.token_ids), "ttft_s": ans.ttft_s, "total_s": time.perf_counter() - t0,
+            refs[q] = {"text": _answer_text(cache, ans)[1], "ttft_s": ans.ttft_s, "total_s": time.perf_counter() - t0,
                        "context_tokens": ans.context_tokens}
             _journal(spec, "full", {"question": q, **refs[q]})
     finally:
@@ -242,7 +238,7 @@ def run_line(spec: WorkloadSpec, cache, line: str, examples, stream: list[int], 
             ans = cache.query(examples[q].question, top_k=spec.top_k, mode=mode, max_new_tokens=spec.max_new_tokens,
                               on_token=on_token)
             end = time.perf_counter()
-            text = _answer_text(cache, ans.token_ids)
+            text = _answer_text(cache, ans)[1]
             records[i] = QueryRecord(i, q, first.get("t", end) - (t0 + t_arrival), end - (t0 + t_arrival),
                                      0.0, [p.cache for p in ans.passages], ans.generated_tokens, text=text)
         except Exception as exc:  # a failed query is recorded, never hidden
