@@ -8,7 +8,7 @@ from pathlib import Path
 
 from chunkcache.bench.cli import add_bench_parser
 from chunkcache.errors import ChunkCacheError
-from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, EVICTIONS, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
 
 DEFAULT_STORE = os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store")
 DEMO_QA = Path(__file__).parent / "demo" / "demo_qa.jsonl"
@@ -26,7 +26,7 @@ def _ratios(text: str) -> list[float]:
 
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache")
-    from chunkcache.config import CacheConfig
+    from chunkcache.config import DEVICE_PATTERN, DEVICES, DEVIATIONS, DTYPES, BlendConfig, CacheConfig
 
     g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
@@ -37,13 +37,12 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
     g.add_argument("--disk-mib", type=int, default=None,
                    help="byte budget of the on-disk KV store in MiB, per-chunk and chain entries together (default: no cap)")
-    g.add_argument("--eviction", choices=("lfu", "lru"), default=CacheConfig.eviction,
+    g.add_argument("--eviction", choices=EVICTIONS, default=DEFAULT_EVICTION,
                    help="which entries go first when the disk budget is reached: lfu keeps the most reused (ties: the most "
                         "recent), lru the most recent (default: %(default)s)")
     g.add_argument("--no-chain-entries", action="store_true",
                    help="do not store or use chain entries (each chunk's exact KV in the context a full prefill saw); "
                         "repeated contexts are then blended again instead of answered exactly")
-    from chunkcache.config import DEVICE_PATTERN, DEVICES, DEVIATIONS, DTYPES, BlendConfig, CacheConfig
 
     def device(text: str) -> str:
         if not DEVICE_PATTERN.fullmatch(text):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chunkcache.errors import ConfigError
-from chunkcache.names import CODECS, DEFAULT_CODEC
+from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, EVICTIONS
 from chunkcache.prompt import PromptConfig
 
 if TYPE_CHECKING:  # importing chunkcache.storage pulls in torch; config stays light
@@ -156,7 +156,7 @@ class CacheConfig:
     disk_bytes: int | None = None
     # Disk eviction under disk_bytes: "lfu" keeps the most reused entries (a chain entry of a
     # popular context, a passage many questions retrieve), ties broken by recency.
-    eviction: str = "lfu"
+    eviction: str = DEFAULT_EVICTION
     persist: bool = True
     # Packed warm-up attends densely across the batch; past ~512 tokens the wasted attention
     # outgrows the gain (6.1 chunks/s at 512 vs 4.4 at 2048 on 2 cores).
@@ -187,8 +187,8 @@ class CacheConfig:
             raise ConfigError(f"max_batch must be an integer in [1, 256], got {self.max_batch!r}")
         if self.warm_batch_tokens < 1:
             raise ConfigError(f"warm_batch_tokens must be >= 1, got {self.warm_batch_tokens}")
-        if self.eviction not in ("lfu", "lru"):
-            raise ConfigError(f"eviction must be 'lfu' or 'lru', got {self.eviction!r}")
+        if self.eviction not in EVICTIONS:
+            raise ConfigError(f"eviction must be one of {EVICTIONS}, got {self.eviction!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):

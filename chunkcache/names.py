@@ -21,6 +21,11 @@ DEFAULT_MODE = "blend"
 # entry), "hit" its per-chunk KV placed and blended, "miss" computed now; full never looks.
 CACHE_STATES = ("hit", "miss", "not used", "exact")
 
+# Which disk entries go first under a byte budget (storage/eviction.py): "lfu" the least reused
+# (ties: the least recent), "lru" the least recent.
+EVICTIONS = ("lru", "lfu")
+DEFAULT_EVICTION = "lfu"
+
 # Prompt order of retrieved chunks: best first, or by (document id, ordinal).
 ORDERS = ("score", "document")
 DEFAULT_ORDER = "score"

@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-POLICIES = ("lru", "lfu")
+from chunkcache.names import EVICTIONS as POLICIES
 
 
 @dataclass(frozen=True)
