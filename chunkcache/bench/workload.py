@@ -12,10 +12,11 @@
 3. Each line replays the same stream through the service path (`ChunkCache.query` from a pool of
    worker threads, continuous batching) with Poisson arrivals at `--rate` questions/s, by default
    keeping blend about half busy, so the service is idle about half the time as a real one is.
-   The lines and the reference run at the same time, each its own ChunkCache on `--threads`
-   torch threads: side by side, so they share the machine's conditions. Every line starts from
-   a copy of one warmed store (the per-chunk entries of every retrieved passage; no chain
-   entries):
+   The reference and the lines run one after another in the same process, each its own
+   ChunkCache on `--threads` torch threads with the machine to itself, on the same arrival
+   times (run beside each other in one process they would fight over the interpreter lock and
+   the cores, and the rate would keep none of them half busy). Every line starts from a copy
+   of one warmed store (the per-chunk entries of every retrieved passage; no chain entries):
      prefix        exact prefix reuse alone (what vLLM's automatic prefix caching gives);
      blend         per-chunk entries placed and blended, chain entries off (the old default);
      blend+chain   blend over chain entries, refinement off (chain entries come from full or
@@ -65,7 +66,7 @@ class WorkloadSpec:
     lines: tuple[str, ...] = DEFAULT_LINES
     workers: int = 16
     seed: int = 0
-    threads: int | None = 1  # per process: the lines run side by side
+    threads: int | None = 1  # torch threads; each line runs alone
     progress: bool = True
 
 
@@ -186,8 +187,8 @@ def from_journal(out: Path, lines: tuple[str, ...]) -> dict:
 
 def run_reference(spec: WorkloadSpec, cache, examples, stream: list[int]) -> dict:
     """Each distinct prompt of the stream answered once by a full prefill, one at a time (no
-    queueing), beside the lines so it runs on the same contended machine: the answers every
-    line is scored against and the `full` line's times. {question: {text, ttft_s, total_s}}."""
+    queueing), before the lines: the answers every line is scored against and the `full`
+    line's times. {question: {text, ttft_s, total_s}}."""
     refs = {}
     try:
         for q in tqdm(list(dict.fromkeys(stream)), desc="line full (reference)", disable=not spec.progress):
@@ -363,7 +364,8 @@ def format_report(result: dict) -> str:
     c = result["config"]
     lines.append(f"\n{c['queries']} queries ({c['distinct']} distinct questions) drawn from {c['data']} with Zipf s = {c['zipf_s']}, "
                  f"top_k {c['top_k']}, {c['max_new_tokens']}-token greedy answers, Poisson arrivals at {c['rate']:.3f}/s "
-                 f"(blend alone served one in {c['blend_service_s']:.2f} s). All lines ran side by side. full: each distinct "
+                 f"(blend alone served one in {c['blend_service_s']:.2f} s). The lines ran one after another, each alone on the machine, on the "
+                 "same arrival times. full: each distinct "
                  "prompt's full prefill, one at a time (no queueing); other lines: times from arrival, queueing included. Speedup: mean full TTFT / mean line TTFT over the same "
                  "queries. Machine: " + c["machine"])
     order = result.get("order")
@@ -414,33 +416,14 @@ def run(spec: WorkloadSpec) -> dict:
     for old in Path(spec.out).glob("journal-*.jsonl"):
         old.unlink()
     template, info = _prepare(spec, examples, stream)
-    # The lines and the reference run at once (side by side on the same machine), so each gets
-    # about cores / (lines + 1) of it: the default rate keeps blend `utilization` busy at that share.
-    share = min(1.0, (os.cpu_count() or 1) / (len(spec.lines) + 1))
-    rate = spec.rate or spec.utilization * share / info["blend_service_s"]
+    rate = spec.rate or spec.utilization / info["blend_service_s"]
     print(f"blend alone: {info['blend_service_s']:.2f} s per answer; arrivals at {rate:.4f}/s; order study: {info['order']}", flush=True)
     arrivals = poisson_arrivals(len(stream), rate, spec.seed)
-    # Models load one at a time (loading is not thread-safe), then everything runs at once.
-    caches = {name: _line_cache(spec, template, name) for name in ("full",) + tuple(spec.lines)}
-    out: dict = {}
-    failed: list[BaseException] = []
-
-    def work(name: str) -> None:
-        try:
-            if name == "full":
-                out["refs"] = run_reference(spec, caches[name], examples, stream)
-            else:
-                out[name] = run_line(spec, caches[name], name, examples, stream, arrivals)
-        except BaseException as exc:  # re-raised below: a failed line fails the run
-            failed.append(exc)
-
-    workers = [threading.Thread(target=work, args=(name,)) for name in caches]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if failed:
-        raise failed[0]
+    # One after another, each alone on the machine: the reference first (every line is scored
+    # against it), then the lines on the same arrival times.
+    out: dict = {"refs": run_reference(spec, _line_cache(spec, template, "full"), examples, stream)}
+    for name in spec.lines:
+        out[name] = run_line(spec, _line_cache(spec, template, name), name, examples, stream, arrivals)
     refs = out.pop("refs")
     lines = {"full": full_line(stream, refs)} | {n: out[n] for n in spec.lines}
     for name in spec.lines:
@@ -463,7 +446,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"lines to replay after the full reference, among {', '.join(LINES)} (default: %(default)s)")
     p.add_argument("--workload-tokens", type=int, default=32, help="answer length (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stream and the arrivals (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads, shared by the lines running side by side (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of each line (default: %(default)s)")
 
 
 def spec_from_args(args) -> WorkloadSpec:
