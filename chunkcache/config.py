@@ -22,56 +22,57 @@ DEVIATIONS = ("probe", "vattn", "v", "k")
 DIAGNOSTIC_DEVIATIONS = ("oracle",)
 
 
+def _lever(default, help_text: str, **extra):
+    """A BlendConfig field whose meaning is written once: in its `help` metadata (the CLI's flags
+    are generated from `dataclasses.fields(BlendConfig)` and show it)."""
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
 @dataclass(frozen=True)
 class BlendConfig:
-    """Defaults of selective recompute (CacheBlend and its extensions, see recompute.py).
+    """Selective recompute (CacheBlend and its extensions, recompute.py) and APE's two knobs.
 
-    deviation_of: how context tokens are chosen. "probe": the question's attention in layers
-    [probe_from*L, L) after one pass of the question over the re-positioned cache; "v"/"k":
-    fresh-vs-cached V (K) deviation at check_layer after layers 0..check_layer ran every token;
-    "vattn": V deviation times the question's attention at check_layer.
-    full_layers (probe): leading layers that still run every context token (0 = none).
-    gradual_start: the first recomputed layer's budget as a multiple of the ratio, shrinking
-    linearly (same total compute as the fixed ratio); survivors are re-scored by each layer's
-    question attention. 1.0 = a fixed budget.
-    span_window: average the scores over this many neighbouring tokens within a passage, so
-    recomputed tokens come in runs (0 = off).
-    sink_tokens: the first k tokens of every chunk always recomputed (EPIC-style), counted
-    against the budget. adaptive_coverage: if set, recompute the fewest tokens that cover this
-    share of the total score (never more than the ratio given).
-    grow_tolerance: if set, keep recomputing the next `grow_step` share of the context before the
-    first token until the first token's distribution moves less than this KL (nats) between two
-    budgets, or `grow_max_ratio` is reached (a per-query ratio; the extra time is in TTFT).
-    repair_ratio / repair_steps: during the first `repair_steps` decode steps, recompute the next
-    ranked context tokens, `repair_ratio` of the blended context in all (spread evenly over the
-    steps), and refresh the question and the answer so far at each step, so long answers drift
-    less; costs decode time, never TTFT. 0 = off. The budget is a share of the context because
-    the time it may take is: what blend saves before the first token grows with the context,
-    and the default keeps at least 3/4 of that saving at the end of a 32-token answer (README,
-    "Repair while decoding"). A ratio of 0 is plain reuse: no probe, growth or repair.
+    The one definition of every blend lever and its default: a request carries a BlendConfig
+    (`Request.blend`), its plan is derived from it (`recompute.BlendPlan`), the CLI's flags are
+    generated from its fields. Each field's meaning is its `help` metadata. A ratio of 0 is plain
+    reuse: no probe, growth or repair.
     """
 
-    recompute_ratio: float = 0.15
-    check_layer: int = 1
-    deviation_of: str = "probe"
-    probe_from: float = 1 / 3
-    full_layers: int = 0
-    gradual_start: float = 1.0
-    span_window: int = 0
-    sink_tokens: int = 0
-    adaptive_coverage: float | None = None
-    grow_tolerance: float | None = None
-    grow_step: float = 0.05
-    grow_max_ratio: float = 0.5
+    recompute_ratio: float = _lever(0.15, "blend: share of the context tokens recomputed (per request: recompute_ratio)")
+    check_layer: int = _lever(1, "v/k/vattn: layers 0..N recompute every token, the deviation is measured at N")
+    deviation_of: str = _lever(
+        "probe", "how blend picks the context tokens to recompute: probe = the question's attention in layers "
+        "[probe_from*L, L) after one pass of the question over the re-positioned cache; vattn / v / k = CacheBlend's "
+        "fresh-vs-cached V deviation (weighted by the question's attention) / V / K deviation at check_layer",
+        choices=DEVIATIONS)
+    probe_from: float = _lever(1 / 3, "probe: sum the question's attention over layers [F*L, L)")
+    full_layers: int = _lever(0, "probe: leading layers that still recompute every context token (0 = none)")
+    gradual_start: float = _lever(
+        1.0, "gradual filtering: the first recomputed layer's budget as a multiple of the ratio, shrinking linearly to "
+        "(2 - x) at the last layer (same compute), survivors re-scored by each layer's question attention; 1 = a fixed budget")
+    span_window: int = _lever(
+        0, "average the token scores over this many neighbours within a passage, so recomputed tokens come in runs; 0 = off")
+    sink_tokens: int = _lever(0, "always recompute the first k tokens of every chunk (EPIC-style), counted against the budget")
+    adaptive_coverage: float | None = _lever(
+        None, "recompute the fewest tokens that cover this share of the total score, never more than the ratio; off when unset")
+    grow_tolerance: float | None = _lever(
+        None, "per-query ratio: before the first token, recompute grow_step more of the context until the first token's "
+        "distribution moves less than this KL (nats) between two budgets, or grow_max_ratio is reached (the extra time "
+        "is in TTFT); off when unset")
+    grow_step: float = _lever(0.05, "growth: share of the context added per step")
+    grow_max_ratio: float = _lever(0.5, "growth: ceiling of the grown ratio")
     # Repair while decoding is off by default: on 30 2WikiMQA examples 10% of the context repaired
     # in the first decode step kept only 0.70 of blend's TTFT saving at the end of a 32-token
     # answer (the goal is 0.75) and did not raise fidelity (0.666 vs 0.675); README, "Repair while
     # decoding: the trade". One step when it is on, because every repair step also recomputes the
-    # question and the answer so far.
-    repair_ratio: float = 0.0
-    repair_steps: int = 1
-    ape_temperature: float = 0.9
-    ape_scale: float = 0.9
+    # question and the answer so far. The budget is a share of the context because the time it
+    # may take is: what blend saves before the first token grows with the context.
+    repair_ratio: float = _lever(
+        0.0, "repair while decoding: share of the blended context recomputed during the first decode steps, spread "
+        "evenly over repair_steps, the question and the answer so far refreshed at each (costs decode time, never TTFT); 0 = off")
+    repair_steps: int = _lever(1, "repair while decoding: how many of the first decode steps repair")
+    ape_temperature: float = _lever(0.9, "APE: temperature T on the question's attention logits over the contexts")
+    ape_scale: float = _lever(0.9, "APE: scale S on the contexts' attention weight")
 
     def __post_init__(self):
         if not 0.0 <= self.recompute_ratio <= 1.0:
