@@ -27,11 +27,12 @@ import torch
 import zstandard
 
 from chunkcache.errors import ConfigError, CorruptEntryError
-from chunkcache.names import CODECS
+from chunkcache.kernels import BY_NAME, CodecLayout, Packing, Scales
+from chunkcache.names import CODECS, DEFAULT_CODEC
 from chunkcache.storage import quant
 from chunkcache.storage import grouped_codec
-from chunkcache.storage.grouped_codec import DEFAULT_GROUP, GROUPED_CODECS
-from chunkcache.storage.payload import FLOAT_CODECS, Payload, tensor_view as _view
+from chunkcache.storage.grouped_codec import DEFAULT_GROUP
+from chunkcache.storage.payload import Payload, tensor_view as _view
 from chunkcache.storage.header import HEADER_SIZE, KVHeader, pack_header, read_header
 
 _DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -46,7 +47,7 @@ class CodecSpec:
     group_size: channels a value scale covers in the grouped codecs (kvq*, ans*); each entry
     records its own, so it may change without making stored entries unreadable."""
 
-    name: str = "fp16"
+    name: str = DEFAULT_CODEC
     zstd_level: int | None = None
     group_size: int = DEFAULT_GROUP
 
@@ -61,10 +62,14 @@ class CodecSpec:
             raise ConfigError(f"group_size must be an int in 1..65535, got {g!r}")
 
     @property
+    def layout(self) -> CodecLayout:
+        return BY_NAME[self.name]
+
+    @property
     def tag(self) -> str:
         """Short name that goes into cache keys, e.g. "fp16", "int8+zstd3" or "kvq4g32"."""
         name = self.name
-        if name in GROUPED_CODECS and self.group_size != DEFAULT_GROUP:
+        if self.layout.scales is Scales.GROUPED and self.group_size != DEFAULT_GROUP:
             name = f"{name}g{self.group_size}"
         return name if self.zstd_level is None else f"{name}+zstd{self.zstd_level}"
 
@@ -72,16 +77,12 @@ class CodecSpec:
 def payload_size(codec: str, shape: tuple[int, ...], group: int = DEFAULT_GROUP) -> int:
     """Bytes of the uncompressed payload of `codec` for kv of `shape` [L, 2, H, T, d] (for an
     entropy-coded codec an upper bound: its size depends on the values)."""
-    if codec in GROUPED_CODECS:
+    c = BY_NAME[codec]
+    if c.scales is Scales.GROUPED:
         return grouped_codec.max_payload_size(codec, shape, group)
     L, two, H, T, d = shape
-    n = L * two * H * T * d
-    if codec in FLOAT_CODECS:
-        return FLOAT_CODECS[codec].itemsize * n
-    scales = 2 * (L * H * d + L * H * T)
-    if codec == "int8":
-        return n + scales
-    return L * two * H * T * ((d + 1) // 2) + scales  # int4
+    q = c.stored.itemsize * L * two * H * T * c.stored_width(d)
+    return q if c.scales is Scales.NONE else q + 2 * (L * H * d + L * H * T)  # + fp16 scales
 
 
 def encode_kv(kv: torch.Tensor, spec: CodecSpec, rotated: bool = False) -> bytes:
@@ -90,10 +91,10 @@ def encode_kv(kv: torch.Tensor, spec: CodecSpec, rotated: bool = False) -> bytes
     rotated: the keys are already rotated at their prompt positions (header rope flag 1)."""
     _check_kv(kv)
     kv = kv.detach().cpu()
-    if spec.name in GROUPED_CODECS:
+    if spec.layout.scales is Scales.GROUPED:
         payload = grouped_codec.encode(kv, spec.name, spec.group_size)[0]
     else:
-        payload = _encode_payload(kv, spec.name)
+        payload = _encode_payload(kv, spec.layout)
     stored = payload if spec.zstd_level is None else zstandard.compress(payload, spec.zstd_level)
     header = KVHeader(
         codec=spec.name, source_dtype=_DTYPES[kv.dtype], shape=tuple(kv.shape),
@@ -124,7 +125,7 @@ def decode_payload(blob: bytes) -> Payload:
 def _read(blob: bytes) -> tuple[KVHeader, Payload]:
     header = read_header(blob)
     stored = memoryview(blob)[HEADER_SIZE:]
-    if header.codec in GROUPED_CODECS:  # its size depends on its group size (preamble) or values
+    if BY_NAME[header.codec].scales is Scales.GROUPED:  # its size depends on its group size (preamble) or values
         bound = payload_size(header.codec, header.shape, group=1)
         raw = _decompress(stored, bound) if header.zstd else stored
         return header, grouped_codec.parse(bytearray(raw), header.codec, header.shape, rotated=header.rope == 1)
@@ -156,21 +157,17 @@ def _check_kv(kv: torch.Tensor) -> None:
         raise ConfigError(f"kv shape {list(kv.shape)} does not fit uint32 fields")
 
 
-def _encode_payload(kv: torch.Tensor, codec: str) -> bytes:
-    if codec == "fp16":
-        return kv.to(torch.float16).contiguous().numpy().tobytes()
-    if codec == "fp32":
-        return kv.to(torch.float32).contiguous().numpy().tobytes()
-    if codec == "bf16":
-        return kv.to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes()
-    if codec == "int8":
-        kq, kscale = quant.quantize_int8_keys(kv[:, 0])  # [L, H, T, d], [L, H, 1, d]
-        vq, vscale = quant.quantize_int8_values(kv[:, 1])  # [L, H, T, d], [L, H, T, 1]
-        q = torch.stack([kq, vq], dim=1)  # [L, 2, H, T, d]
-    else:
-        kq, kscale = quant.quantize_int4_keys(kv[:, 0])
-        vq, vscale = quant.quantize_int4_values(kv[:, 1])
-        q = quant.pack_int4(torch.stack([kq, vq], dim=1))  # [L, 2, H, T, ceil(d/2)] uint8
+def _encode_payload(kv: torch.Tensor, c: CodecLayout) -> bytes:
+    """A float or symmetric codec's payload (the grouped ones: `grouped_codec.encode`)."""
+    if c.scales is Scales.NONE:
+        x = kv.to(c.stored).contiguous()
+        # numpy has no bfloat16: its bytes go out as int16
+        return (x.view(torch.int16) if c.stored == torch.bfloat16 else x).numpy().tobytes()
+    kq, kscale = quant.quantize_symmetric(kv[:, 0], dim=-2, qmax=c.qmax)  # [L, H, T, d], [L, H, 1, d] per channel
+    vq, vscale = quant.quantize_symmetric(kv[:, 1], dim=-1, qmax=c.qmax)  # [L, H, T, d], [L, H, T, 1] per token
+    q = torch.stack([kq, vq], dim=1)  # [L, 2, H, T, d] int8
+    if c.packing is Packing.NIBBLES:
+        q = quant.pack_int4(q)  # [L, 2, H, T, ceil(d/2)] uint8
     return b"".join(
         [q.contiguous().numpy().tobytes(), kscale.numpy().tobytes(), vscale.numpy().tobytes()]
     )
@@ -179,15 +176,13 @@ def _encode_payload(kv: torch.Tensor, codec: str) -> bytes:
 def _payload(raw: bytearray, header: KVHeader) -> Payload:
     """raw payload (writable) -> Payload whose tensors are views over `raw`."""
     L, two, H, T, d = header.shape
-    if header.codec in FLOAT_CODECS:
-        return Payload(header.codec, header.shape, _view(raw, FLOAT_CODECS[header.codec], 0, header.shape),
-                       rotated=header.rope == 1)
-    width = d if header.codec == "int8" else (d + 1) // 2
-    nq = L * two * H * T * width
-    q = _view(raw, torch.uint8, 0, (L, two, H, T, width))
+    c = BY_NAME[header.codec]
+    if c.scales is Scales.NONE:
+        return Payload(header.codec, header.shape, _view(raw, c.stored, 0, header.shape), rotated=header.rope == 1)
+    width = c.stored_width(d)
+    q = _view(raw, c.stored, 0, (L, two, H, T, width))  # int8, or uint8 two nibbles a byte
+    nq = q.numel() * c.stored.itemsize
     kscale = _view(raw, torch.float16, nq, (L, H, 1, d))
     vscale = _view(raw, torch.float16, nq + 2 * L * H * d, (L, H, T, 1))
-    if header.codec == "int8":
-        q = q.view(torch.int8)
     return Payload(header.codec, header.shape, q, kscale, vscale, rotated=header.rope == 1)
 

@@ -32,41 +32,19 @@ rotates in one pass.
 """
 
 import struct
-from dataclasses import dataclass
 
 import torch
 
 from chunkcache.errors import CorruptEntryError
+from chunkcache.kernels import LAYOUTS, CodecLayout, Packing, Scales
 from chunkcache.storage import entropy, grouped
 from chunkcache.storage.payload import Payload, tensor_view as _view
 
-PACKED, ENTROPY = 0, 1
+# The grouped codecs' levels and packing are `kernels.codecs.LAYOUTS`; the preamble's coding byte
+# says which packing wrote the codes.
+GROUPED_CODECS: dict[str, CodecLayout] = {c.name: c for c in LAYOUTS if c.scales is Scales.GROUPED}
+CODING_BYTE = {Packing.BITS: 0, Packing.ENTROPY: 1}
 _PREAMBLE = struct.Struct("<BBBBHH")
-
-
-@dataclass(frozen=True)
-class GroupedCodec:
-    key_levels: int
-    value_levels: int
-    coding: int
-
-    @property
-    def levels(self) -> tuple[int, int]:
-        return self.key_levels, self.value_levels
-
-    @property
-    def bits(self) -> tuple[int, int]:
-        """Bits a packed key / value code takes (ceil(log2(levels)))."""
-        return tuple(max(1, (n - 1).bit_length()) for n in self.levels)
-
-
-GROUPED_CODECS = {
-    "kvq4": GroupedCodec(16, 16, PACKED),
-    "kvq3": GroupedCodec(8, 8, PACKED),
-    "ans20v10": GroupedCodec(20, 10, ENTROPY),
-    "ans16": GroupedCodec(16, 16, ENTROPY),
-    "ans8v4": GroupedCodec(8, 4, ENTROPY),
-}
 DEFAULT_GROUP = 64
 
 
@@ -80,7 +58,7 @@ def max_payload_size(codec: str, shape: tuple[int, ...], group: int) -> int:
     spec = GROUPED_CODECS[codec]
     L, two, H, T, d = shape
     half = L * H * T * d  # keys, and as many values
-    if spec.coding == PACKED:
+    if spec.packing is Packing.BITS:
         return _PREAMBLE.size + scale_bytes(shape, group) + sum(grouped.packed_size(half, b) for b in spec.bits)
     model = L * sum(1 + 4 * (2 * n - 1) + 4 for n in spec.levels)
     return _PREAMBLE.size + scale_bytes(shape, group) + model + 4 * (2 * half * 8 // 32 + L * two * 4)
@@ -91,11 +69,11 @@ def encode(kv: torch.Tensor, codec: str, group: int) -> tuple[bytes, list[entrop
     spec = GROUPED_CODECS[codec]
     codes, kscale, vscale = grouped.quantize(kv, spec.key_levels, spec.value_levels, group)
     stats: list[entropy.SegmentStats] = []
-    if spec.coding == PACKED:
+    if spec.packing is Packing.BITS:
         body = b"".join(grouped.pack_bits(codes[:, part], spec.bits[part]).numpy().tobytes() for part in (0, 1))
     else:
         body, stats = entropy.encode_codes(codes, spec.levels)
-    head = _PREAMBLE.pack(spec.key_levels - 1, spec.value_levels - 1, spec.coding, 0, group, 0)
+    head = _PREAMBLE.pack(spec.key_levels - 1, spec.value_levels - 1, CODING_BYTE[spec.packing], 0, group, 0)
     return b"".join([head, kscale.numpy().tobytes(), vscale.numpy().tobytes(), body]), stats
 
 
@@ -106,21 +84,22 @@ def parse(raw: bytearray, codec: str, shape: tuple[int, ...], rotated: bool) -> 
     if len(raw) < _PREAMBLE.size:
         raise CorruptEntryError(f"{codec} payload is {len(raw)} bytes, shorter than its {_PREAMBLE.size}-byte preamble")
     key_m1, value_m1, coding, _, group, _ = _PREAMBLE.unpack_from(raw)
-    if (key_m1 + 1, value_m1 + 1, coding) != (*spec.levels, spec.coding) or group == 0:
+    expected = CODING_BYTE[spec.packing]
+    if (key_m1 + 1, value_m1 + 1, coding) != (*spec.levels, expected) or group == 0:
         raise CorruptEntryError(f"{codec} preamble says {key_m1 + 1}/{value_m1 + 1} key/value levels, coding {coding}, "
-                                f"group {group}; expected {spec.key_levels}/{spec.value_levels}, coding {spec.coding}, a group >= 1")
+                                f"group {group}; expected {spec.key_levels}/{spec.value_levels}, coding {expected}, a group >= 1")
     G = grouped.value_groups(d, group)
     at = _PREAMBLE.size
     body = at + scale_bytes(shape, group)
     n = L * two * H * T * d
-    if spec.coding == PACKED and len(raw) != max_payload_size(codec, shape, group):
+    if spec.packing is Packing.BITS and len(raw) != max_payload_size(codec, shape, group):
         raise CorruptEntryError(f"{codec} payload for shape {list(shape)} should be "
                                 f"{max_payload_size(codec, shape, group)} bytes, got {len(raw)}")
     if len(raw) < body:
         raise CorruptEntryError(f"{codec} payload for shape {list(shape)} is {len(raw)} bytes, its scales alone take {body}")
     kscale = _view(raw, torch.float16, at, (L, H, 2, d))
     vscale = _view(raw, torch.float16, at + 2 * L * H * 2 * d, (L, H, T, 2 * G))
-    if spec.coding == PACKED:
+    if spec.packing is Packing.BITS:
         half = (L, H, T, d)
         sizes = [grouped.packed_size(n // 2, b) for b in spec.bits]
         keys = grouped.unpack_bits(_view(raw, torch.uint8, body, (sizes[0],)), spec.bits[0], half)

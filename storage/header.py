@@ -5,8 +5,8 @@ Layout, little-endian (struct "<4sHBBBBBB5IQ4xI"):
     offset size  field
     0      4     magic b"CCKV"
     4      2     format version, uint16 (FORMAT_VERSION)
-    6      1     codec id: 1 fp16, 2 bf16, 3 int8, 4 int4, 5 fp32, 6 kvq4, 7 kvq3, 8 ans20v10,
-                 9 ans16, 10 ans8v4
+    6      1     codec id (`kernels.codecs.LAYOUTS`): 1 fp16, 2 bf16, 3 int8, 4 int4, 5 fp32,
+                 6 kvq4, 7 kvq3, 8 ans20v10, 9 ans16, 10 ans8v4
     7      1     source dtype id (what was encoded): 1 float32, 2 float16, 3 bfloat16
     8      1     rope flag: 0 = keys stored before RoPE; 1 = keys rotated at their prompt positions
                  (chain entries: a chunk's exact KV at its place in one prompt)
@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass
 
 from chunkcache.errors import CorruptEntryError
-from chunkcache.names import CODECS
+from chunkcache.kernels import BY_ID, BY_NAME
 
 FORMAT_VERSION = 1
 MAGIC = b"CCKV"
@@ -34,9 +34,8 @@ _STRUCT = struct.Struct("<4sHBBBBBB5IQ4xI")
 HEADER_SIZE = _STRUCT.size  # 48
 _CRC_OFFSET = HEADER_SIZE - 4
 
-CODEC_IDS = {name: i for i, name in enumerate(CODECS, start=1)}  # fp16 1 ... ans8v4 10 (pinned by a test)
+CODEC_IDS = {name: c.id for name, c in BY_NAME.items()}  # fp16 1 ... ans8v4 10 (pinned by a test)
 DTYPE_IDS = {"float32": 1, "float16": 2, "bfloat16": 3}
-_CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 _DTYPE_NAMES = {v: k for k, v in DTYPE_IDS.items()}
 
 
@@ -84,13 +83,13 @@ def read_header(blob: bytes | memoryview) -> KVHeader:
         raise CorruptEntryError(f"checksum mismatch: stored crc32 {crc:#010x}, computed {actual:#010x}")
     # Fields below are covered by the checksum, so a bad value here is a writer bug or a
     # version mismatch rather than bit rot; still refuse it instead of guessing.
-    if codec_id not in _CODEC_NAMES or dtype_id not in _DTYPE_NAMES:
+    if codec_id not in BY_ID or dtype_id not in _DTYPE_NAMES:
         raise CorruptEntryError(f"unknown codec id {codec_id} or dtype id {dtype_id}")
     if ndim != 5 or shape[1] != 2:
         raise CorruptEntryError(f"bad shape {shape} (ndim {ndim}); expected [layers, 2, heads, tokens, head_dim]")
     if rope not in (0, 1):
         raise CorruptEntryError(f"rope flag {rope} is not supported by format version {FORMAT_VERSION}")
     return KVHeader(
-        codec=_CODEC_NAMES[codec_id], source_dtype=_DTYPE_NAMES[dtype_id], shape=tuple(shape),
+        codec=BY_ID[codec_id].name, source_dtype=_DTYPE_NAMES[dtype_id], shape=tuple(shape),
         payload_len=payload_len, zstd=bool(zstd), rope=rope, version=version,
     )

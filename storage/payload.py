@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from chunkcache.kernels import GROUPED_CODECS, dequantize_grouped_reference
+from chunkcache.kernels import CodecLayout, Packing, Scales, dequantize_grouped_reference, unpack_int4
+from chunkcache.kernels import layout as codec_layout
 from chunkcache.storage import quant
-
-FLOAT_CODECS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,10 @@ class Payload:
         return self.q[:, 1]
 
     @property
+    def layout(self) -> CodecLayout:
+        return codec_layout(self.codec)
+
+    @property
     def tokens(self) -> int:
         return self.shape[3]
 
@@ -63,15 +66,16 @@ class Payload:
 
     def decode(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """-> kv [L, 2, H, T, d] of `dtype` (the codec's dequantization, on the payload's device)."""
-        if self.codec in FLOAT_CODECS:
+        c = self.layout
+        if c.scales is Scales.NONE:
             return self.q.to(dtype)
-        if self.codec in GROUPED_CODECS:
+        if c.scales is Scales.GROUPED:
             out = torch.empty(self.shape, dtype=torch.float32, device=self.q.device)
             out[:, 0] = dequantize_grouped_reference(self.q[:, 0], self.k_scale, "k")
             out[:, 1] = dequantize_grouped_reference(self.q[:, 1], self.v_scale, "v")
             return out.to(dtype)
         d = self.shape[-1]
-        q = self.q if self.codec == "int8" else quant.unpack_int4(self.q, d)  # [L, 2, H, T, d] int8
+        q = unpack_int4(self.q, d) if c.packing is Packing.NIBBLES else self.q  # [L, 2, H, T, d] int8
         out = torch.empty(self.shape, dtype=torch.float32, device=self.q.device)
         quant.dequantize_int8(q[:, 0], self.k_scale, out=out[:, 0])
         quant.dequantize_int8(q[:, 1], self.v_scale, out=out[:, 1])

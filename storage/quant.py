@@ -15,13 +15,16 @@ The rounded fp16 scale is the one q is computed with, so dequantization error is
 scale / 2 per element.
 
 int4 packing along the last dim: element 2i goes in the low nibble of byte i, element 2i+1 in
-the high nibble, each stored as q + 8 in [1, 15]. An odd last dim is padded with one zero.
+the high nibble, each stored as q + 8 in [1, 15]. An odd last dim is padded with one zero. The
+unpacking is the kernels' (`kernels.unpack_int4`), the one reader of that layout.
 """
 
 import torch
 
-INT8_QMAX = 127
-INT4_QMAX = 7
+from chunkcache.kernels import layout
+
+INT8_QMAX = layout("int8").qmax  # 127
+INT4_QMAX = layout("int4").qmax  # 7
 _FP16_MAX = 65504.0
 
 
@@ -82,22 +85,3 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     if u.shape[-1] % 2:
         u = torch.cat([u, torch.full((*u.shape[:-1], 1), 8, dtype=torch.uint8)], dim=-1)  # [..., n + 1]
     return u[..., 0::2] | (u[..., 1::2] << 4)  # [..., n / 2]
-
-
-def unpack_int4(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """packed: uint8 [..., m] -> int8 [..., n] in [-8, 7], where m == ceil(n / 2)."""
-    if packed.dtype != torch.uint8:
-        raise TypeError(f"unpack_int4 takes uint8, got {packed.dtype}")
-    m = packed.shape[-1]
-    if m != (n + 1) // 2:
-        raise ValueError(f"unpack_int4: last dim {m} cannot hold n={n} nibbles")
-    u = torch.empty((*packed.shape[:-1], 2 * m), dtype=torch.uint8, device=packed.device)  # [..., 2m]
-    torch.bitwise_and(packed, 0x0F, out=u[..., 0::2])
-    torch.bitwise_right_shift(packed, 4, out=u[..., 1::2])
-    q = u.view(torch.int8).sub_(8)  # nibbles 0..15 -> -8..7
-    return q if 2 * m == n else q[..., :n]
-
-
-def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """packed: uint8 [..., T, ceil(n / 2)], scale: fp16 broadcastable -> [..., T, n] of `dtype`."""
-    return dequantize_int8(unpack_int4(packed, n), scale, dtype)

@@ -169,9 +169,10 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
 
 def code_bits(kv: torch.Tensor, codec: str) -> float | None:
     """Bits a value of an entropy-coded codec's code stream alone (None for other codecs)."""
-    from chunkcache.storage.grouped_codec import ENTROPY, GROUPED_CODECS, encode
+    from chunkcache.kernels import Packing, layout
+    from chunkcache.storage.grouped_codec import encode
 
-    if codec not in GROUPED_CODECS or GROUPED_CODECS[codec].coding != ENTROPY:
+    if layout(codec).packing is not Packing.ENTROPY:
         return None
     stats = encode(kv, codec, 64)[1]
     return sum(s.code_bits + s.model_bits for s in stats) / max(1, sum(s.values for s in stats))

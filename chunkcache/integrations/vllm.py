@@ -35,9 +35,8 @@ from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorProm
 from vllm.logger import init_logger
 
 from chunkcache.integrations import vllm_paged as paged
-from chunkcache.kernels import dequant_rope
+from chunkcache.kernels import dequant_rope, lossless_codec
 from chunkcache.integrations.vllm_plan import (
-    LOSSLESS,
     PARAMS_KEY,
     ConnectorSettings,
     RequestDocs,
@@ -148,7 +147,7 @@ class ChunkCacheConnector(KVConnectorBase_V1):
         self._block_size = vllm_config.cache_config.block_size
         model = vllm_config.model_config
         self._dtype = model.dtype
-        self._lossless = LOSSLESS[str(model.dtype).removeprefix("torch.")]
+        self._lossless = lossless_codec(model.dtype).name
         self._head_dim = model.get_head_size()
         paged.check_layout(self._dtype, self._head_dim)
         self._freqs = paged.inv_freq(model.hf_config)

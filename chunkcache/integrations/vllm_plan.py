@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from chunkcache.errors import ConfigError
 from chunkcache.storage.keys import chain_keys, chunk_key
 
-LOSSLESS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}  # as chunkcache.chain: exact bytes back
 PARAMS_KEY = "chunkcache"
 
 

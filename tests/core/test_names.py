@@ -38,3 +38,16 @@ def test_config_and_storage_use_the_codec_names():
     # Codec ids are on disk: these values must never change.
     assert CODEC_IDS == {"fp16": 1, "bf16": 2, "int8": 3, "int4": 4, "fp32": 5, "kvq4": 6, "kvq3": 7,
                          "ans20v10": 8, "ans16": 9, "ans8v4": 10}
+
+
+def test_the_codec_layouts_are_the_codec_names_in_order():
+    """names.CODECS is the torch-free vocabulary; kernels.LAYOUTS the one description of each
+    codec's layout that storage and the kernels read. Same names, same order, ids = positions."""
+    import torch
+
+    from chunkcache.kernels import LAYOUTS, lossless_codec
+
+    assert tuple(c.name for c in LAYOUTS) == names.CODECS
+    assert [c.id for c in LAYOUTS] == list(range(1, len(names.CODECS) + 1))
+    assert {dtype: lossless_codec(dtype).name for dtype in (torch.float32, torch.float16, torch.bfloat16)} == {
+        torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}

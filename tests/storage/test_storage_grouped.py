@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from chunkcache.errors import ConfigError, CorruptEntryError
+from chunkcache.kernels import Packing
 from chunkcache.storage import CodecSpec, decode_kv, decode_payload, encode_kv, read_header
 from chunkcache.storage import entropy, grouped, grouped_codec
 from chunkcache.storage.codec import payload_size
@@ -16,8 +17,8 @@ from chunkcache.storage.grouped_codec import GROUPED_CODECS
 from chunkcache.storage.header import CODEC_IDS, HEADER_SIZE, KVHeader, pack_header
 
 NAMES = tuple(GROUPED_CODECS)
-PACKED = tuple(n for n, c in GROUPED_CODECS.items() if c.coding == grouped_codec.PACKED)
-CODED = tuple(n for n, c in GROUPED_CODECS.items() if c.coding == grouped_codec.ENTROPY)
+PACKED = tuple(n for n, c in GROUPED_CODECS.items() if c.packing is Packing.BITS)
+CODED = tuple(n for n, c in GROUPED_CODECS.items() if c.packing is Packing.ENTROPY)
 # relative error bound of keys or values on the factory's KV at 64 tokens, by their levels
 BOUNDS = {20: 0.07, 16: 0.1, 10: 0.18, 8: 0.22, 4: 0.5}
 

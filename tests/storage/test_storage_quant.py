@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from chunkcache.kernels import unpack_int4
 from chunkcache.storage import quant
 
 
@@ -35,7 +36,7 @@ def test_int4_packing_layout():
     packed = quant.pack_int4(q)
     # element 2i low nibble, 2i+1 high nibble, stored as q + 8; odd length padded with 0 (8).
     assert packed.tolist() == [[(7 + 8) << 4 | (-7 + 8), (-1 + 8) << 4 | 8, 8 << 4 | (3 + 8)]]
-    assert torch.equal(quant.unpack_int4(packed, 5), q)
+    assert torch.equal(unpack_int4(packed, 5), q)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64])
@@ -43,9 +44,9 @@ def test_int4_pack_round_trip(n):
     q = torch.randint(-8, 8, (3, 4, n), dtype=torch.int8)
     packed = quant.pack_int4(q)
     assert packed.dtype == torch.uint8 and packed.shape == (3, 4, (n + 1) // 2)
-    assert torch.equal(quant.unpack_int4(packed, n), q)
+    assert torch.equal(unpack_int4(packed, n), q)
 
 
 def test_unpack_rejects_wrong_width():
     with pytest.raises(ValueError, match="n=9"):
-        quant.unpack_int4(torch.zeros(2, 4, dtype=torch.uint8), 9)
+        unpack_int4(torch.zeros(2, 4, dtype=torch.uint8), 9)
