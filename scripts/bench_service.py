@@ -1,24 +1,37 @@
-"""Requests/s and latency percentiles of `POST /v1/query` at several concurrencies, as Markdown.
+"""Requests/s, TTFT and time between tokens of streamed `POST /v1/query` at several concurrencies, as Markdown.
 
     python scripts/bench_service.py --model .store/test/models/smollm2-135m-instruct
-    python scripts/bench_service.py --docs chunkcache/demo/docs --concurrency 1,4,16 --requests 24
+    python scripts/bench_service.py --qa 2wikimqa --qa-limit 40 --modes blend --concurrency 1,4,16 --mixed-top-k 20
 
 Starts the real server in-process on a free port over `--store` (a temporary directory by
-default), ingests the corpus (`--docs`: a folder of .md/.txt/.jsonl; default a few paragraphs
-below), warms every chunk through `POST /v1/warm`, sends one unmeasured query per mode, then for
-each mode and concurrency sends max(--requests, 2 x concurrency) queries from that many clients.
-Latency is client-side (queue wait included); TTFT is the server's (retrieval to first token).
+default), ingests the corpus (`--docs`: a folder of .md/.txt/.jsonl; `--qa`: the passages of a
+QA set's first `--qa-limit` examples, asked their questions; default a few paragraphs below),
+warms every chunk through `POST /v1/warm`, sends one unmeasured query per mode, then for each
+mode and concurrency sends max(--requests, 2 x concurrency) streamed queries from that many
+clients. With `--mixed-top-k K`, each concurrency is run a second time with every fourth request
+retrieving K chunks (a long prompt among short ones): the load where one prompt phase stalls
+every running decode.
+
+Per level, all client-side (queue wait included): req/s; p50/p99 TTFT (send to first token
+event); p50/p99 time between tokens (gaps between a request's consecutive token events: the
+stall a long prompt phase causes shows here); mean rows per batched decode step (the
+scheduler's count); peak growth of the process's resident memory during the level (working
+caches and activations; a proxy until the scheduler accounts its working-cache bytes).
 """
 
 import argparse
 import asyncio
+import json
+import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from chunkcache.api import BackgroundServer, ServiceConfig, create_app
+from chunkcache.bench.report import machine_line
 from chunkcache.config import CacheConfig
 from chunkcache.facade import ChunkCache
 from chunkcache.retrieval import load_paths
@@ -68,54 +81,110 @@ QUESTIONS = [
 class Level:
     mode: str
     concurrency: int
+    load: str  # "uniform" or "mixed" (every fourth request retrieves --mixed-top-k chunks)
     requests: int
     ok: int
     rejected: int
     failed: int
     wall_s: float
-    latencies_s: tuple[float, ...]
     ttfts_s: tuple[float, ...]
-    mean_batch: float  # requests per batched decode step during the level (the scheduler's count)
+    gaps_s: tuple[float, ...]  # time between consecutive token events, over every request
+    mean_rows: float  # requests per batched decode step during the level (the scheduler's count)
+    peak_rss_mib: float  # peak growth of resident memory during the level
 
     def row(self) -> str:
-        lat = [t * 1000 for t in self.latencies_s] or [0.0]
-        p50, p95, p99 = (percentile(lat, q) for q in (0.50, 0.95, 0.99))
-        ttft = 1000 * percentile(list(self.ttfts_s), 0.50) if self.ttfts_s else float("nan")
-        return (f"| {self.mode} | {self.concurrency} | {self.requests} | {self.ok} | {self.rejected + self.failed} | "
-                f"{self.ok / self.wall_s:.2f} | {p50:.0f} | {p95:.0f} | {p99:.0f} | {ttft:.0f} | {self.mean_batch:.1f} |")
+        def ms(values: tuple[float, ...], q: float) -> str:
+            return f"{1000 * percentile(list(values), q):.0f}" if values else "n/a"
+
+        return (f"| {self.mode} | {self.load} | {self.concurrency} | {self.requests} | {self.ok} | {self.rejected + self.failed} | "
+                f"{self.ok / self.wall_s:.2f} | {ms(self.ttfts_s, 0.5)} | {ms(self.ttfts_s, 0.99)} | {ms(self.gaps_s, 0.5)} | "
+                f"{ms(self.gaps_s, 0.99)} | {self.mean_rows:.1f} | {self.peak_rss_mib:.0f} |")
 
 
-HEADER = ("| mode | concurrency | requests | ok | 503/errors | req/s | p50 ms | p95 ms | p99 ms | p50 TTFT ms | mean batch |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+HEADER = ("| mode | load | concurrency | requests | ok | 503/errors | req/s | p50 TTFT ms | p99 TTFT ms | p50 between tokens ms | "
+          "p99 between tokens ms | rows per step | peak RSS growth MiB |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
-async def run_level(url: str, mode: str, concurrency: int, n: int, args, scheduler) -> Level:
+class PeakRss:
+    """Samples the process's resident memory every 10 ms from /proc; `peak_mib` is the growth over the
+    level's start."""
+
+    def __init__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self.base = self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+async def stream_query(client: httpx.AsyncClient, body: dict) -> tuple[int, list[float]]:
+    """(status, token event times from the send) of one streamed query."""
+    t0 = time.perf_counter()
+    times: list[float] = []
+    async with client.stream("POST", "/v1/query", json=body | {"stream": True}) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response.status_code, times
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "token" in event:
+                times.append(time.perf_counter() - t0)
+            elif "error" in event:
+                return 500, times
+    return 200, times
+
+
+async def run_level(url: str, mode: str, concurrency: int, n: int, args, questions: list[str], scheduler, mixed: bool) -> Level:
     todo = iter(range(n))
-    latencies, ttfts, statuses = [], [], []
+    ttfts, gaps, statuses = [], [], []
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         for i in todo:  # the clients share one iterator: n requests in all
-            body = {"question": QUESTIONS[i % len(QUESTIONS)], "mode": mode, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens}
-            t0 = time.perf_counter()
-            response = await client.post("/v1/query", json=body)
-            statuses.append(response.status_code)
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - t0)
-                ttfts.append(response.json()["ttft_s"])
+            top_k = args.mixed_top_k if mixed and i % 4 == 0 else args.top_k
+            body = {"question": questions[i % len(questions)], "mode": mode, "top_k": top_k, "max_new_tokens": args.max_new_tokens}
+            status, times = await stream_query(client, body)
+            statuses.append(status)
+            if status == 200 and times:
+                ttfts.append(times[0])
+                gaps.extend(b - a for a, b in zip(times, times[1:]))
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     steps, rows = scheduler.steps, scheduler.batched_rows
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-    return Level(mode, concurrency, n, statuses.count(200), statuses.count(503), sum(s not in (200, 503) for s in statuses),
-                 wall, tuple(latencies), tuple(ttfts), (scheduler.batched_rows - rows) / max(1, scheduler.steps - steps))
+    with PeakRss() as rss:
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+            wall = time.perf_counter() - t0
+    return Level(mode, concurrency, "mixed" if mixed else "uniform", n, statuses.count(200), statuses.count(503),
+                 sum(s not in (200, 503) for s in statuses), wall, tuple(ttfts), tuple(gaps),
+                 (scheduler.batched_rows - rows) / max(1, scheduler.steps - steps), rss.peak_mib)
 
 
-def prepare(client: httpx.Client, docs: list[dict], args) -> None:
-    added = client.post("/v1/documents", json=docs)
-    added.raise_for_status()
+def prepare(client: httpx.Client, docs: list[dict], args, question: str) -> None:
+    for start in range(0, len(docs), 64):  # the route takes a bounded batch
+        client.post("/v1/documents", json=docs[start:start + 64]).raise_for_status()
     job = client.post("/v1/warm").json()
     while job["status"] == "running":
         time.sleep(0.5)
@@ -123,7 +192,25 @@ def prepare(client: httpx.Client, docs: list[dict], args) -> None:
     if job["status"] != "succeeded":
         raise SystemExit(f"warm-up failed: {job}")
     for mode in args.modes:  # first request per mode pays one-time costs; not measured
-        client.post("/v1/query", json={"question": QUESTIONS[0], "mode": mode, "top_k": args.top_k, "max_new_tokens": 2}).raise_for_status()
+        client.post("/v1/query", json={"question": question, "mode": mode, "top_k": args.top_k, "max_new_tokens": 2}).raise_for_status()
+
+
+def corpus(args) -> tuple[list[dict], list[str]]:
+    """(documents, questions) from --qa, --docs or the built-in paragraphs."""
+    if args.qa:
+        from chunkcache.evaluation import load_examples, resolve_data
+
+        examples = load_examples(resolve_data(args.qa)[0], limit=args.qa_limit)
+        docs, seen = [], set()
+        for ex in examples:
+            for p in ex.passages:
+                if (p["title"], p["text"]) not in seen:
+                    seen.add((p["title"], p["text"]))
+                    docs.append({"id": f"p{len(docs)}", "title": p["title"], "text": p["text"]})
+        return docs, [ex.question for ex in examples]
+    if args.docs:
+        return [{"id": d.id, "text": d.text, "title": d.title} for d in load_paths([args.docs])], QUESTIONS
+    return [{"id": i, "title": t, "text": x} for i, t, x in CORPUS], QUESTIONS
 
 
 def main() -> None:
@@ -131,35 +218,47 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="store directory (default: a temporary one)")
     parser.add_argument("--model", default=None, help="model dir / .gguf / None for the default (converted into the store)")
     parser.add_argument("--docs", default=None, help="folder or files of .md/.txt/.jsonl (default: built-in paragraphs)")
+    parser.add_argument("--qa", default=None, help="QA JSONL or a shared set by name (2wikimqa, musique, ...): its passages are the "
+                                                   "corpus and its questions are asked")
+    parser.add_argument("--qa-limit", type=int, default=40, help="examples of --qa used (default: %(default)s)")
     parser.add_argument("--modes", default="full,blend", type=lambda s: [m for m in s.split(",") if m])
     parser.add_argument("--concurrency", default="1,4,16", type=lambda s: [int(c) for c in s.split(",") if c])
     parser.add_argument("--requests", type=int, default=12, help="requests per level, at least 2 x concurrency (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--mixed-top-k", type=int, default=None,
+                        help="also run every concurrency with every fourth request retrieving this many chunks (e.g. 20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=ServiceConfig.workers,
                         help="requests answered at once, decoded as one batch (default: %(default)s)")
     args = parser.parse_args()
 
-    if args.docs:
-        docs = [{"id": d.id, "text": d.text, "title": d.title} for d in load_paths([args.docs])]
-    else:
-        docs = [{"id": i, "title": t, "text": x} for i, t, x in CORPUS]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    docs, questions = corpus(args)
     store = args.store or tempfile.mkdtemp(prefix="bench-service-")
     cache = ChunkCache(config=CacheConfig(store_dir=store, model=args.model, max_batch=max(args.workers, CacheConfig.max_batch)))
-    config = ServiceConfig(queue_size=max(args.concurrency), workers=args.workers, request_timeout_s=600)
+    config = ServiceConfig(queue_size=max(args.concurrency), workers=args.workers, request_timeout_s=600,
+                           max_top_k=max(ServiceConfig.max_top_k, args.mixed_top_k or 0))
     levels = []
+    loads = (False, True) if args.mixed_top_k else (False,)
     try:
         with BackgroundServer(create_app(cache, config)) as server, httpx.Client(base_url=server.url, timeout=600) as client:
-            prepare(client, docs, args)
+            prepare(client, docs, args, questions[0])
             for mode in args.modes:
-                for c in args.concurrency:
-                    level = asyncio.run(run_level(server.url, mode, c, max(args.requests, 2 * c), args, cache.scheduler))
-                    levels.append(level)
-                    print(f"done: {level.row()}", flush=True)
+                for mixed in loads:
+                    for c in args.concurrency:
+                        level = asyncio.run(run_level(server.url, mode, c, max(args.requests, 2 * c), args, questions, cache.scheduler, mixed))
+                        levels.append(level)
+                        print(f"done: {level.row()}", flush=True)
     finally:
         cache.close()
-    print(f"\n{len(docs)} documents, top_k={args.top_k}, max_new_tokens={args.max_new_tokens}, workers={args.workers}, "
-          f"queue_size={config.queue_size}; latency is client-side, TTFT server-side (retrieval to first token); mean batch = requests per batched decode step\n")
+    print(f"\n{len(docs)} documents, top_k={args.top_k}" + (f" (mixed: every fourth request {args.mixed_top_k})" if args.mixed_top_k else "")
+          + f", max_new_tokens={args.max_new_tokens}, workers={args.workers}, queue_size={config.queue_size}; "
+          "every time client-side, queueing included; rows per step = requests "
+          "per batched decode step.\nMachine: " + machine_line() + "\n")
     print(HEADER)
     for level in levels:
         print(level.row())

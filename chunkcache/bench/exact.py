@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 def run(store: str, data: str, limit: int, max_new_tokens: int, repeats: int, model: str | None, progress: bool) -> dict:
     from chunkcache import ChunkCache
-    from chunkcache.bench.workload import machine_line
+    from chunkcache.bench.report import machine_line
     from chunkcache.evaluation import load_examples, resolve_data
     from chunkcache.stats import bootstrap_ci, median_ratio
 

@@ -17,6 +17,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _isa() -> list[str]:
+    """The vector extensions that decide float32 vs bfloat16 speed on this CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f" {f}" in flags]
+
+
 def _loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -34,6 +43,7 @@ def describe_machine() -> dict:
         usable = os.cpu_count()
     return {
         "cpu": _cpu_model(),
+        "isa": _isa(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "torch_threads": torch.get_num_threads(),
@@ -44,6 +54,13 @@ def describe_machine() -> dict:
         "transformers": transformers.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def machine_line() -> str:
+    """describe_machine() in one line, printed beside every figure."""
+    m = describe_machine()
+    return (f"{m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), torch threads {m['torch_threads']}, "
+            f"ISA {'/'.join(m['isa']) or 'unknown'}, load {m['loadavg']}")
 
 
 def write_json(result: dict, out_dir: Path) -> Path:

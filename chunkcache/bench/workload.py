@@ -32,19 +32,19 @@
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from chunkcache.bench.report import machine_line
 from chunkcache.evaluation import _answer_text  # the answer up to its first end-of-sequence token, as eval scores it
 
 LINES = ("prefix", "blend", "blend+chain", "blend+refine")
@@ -107,13 +107,6 @@ def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
     """Arrival times (s from the start) of a Poisson process of `rate` per second."""
     gaps = np.random.default_rng(seed + 1).exponential(1.0 / rate, size=n)
     return np.cumsum(gaps).tolist()
-
-
-def machine_line() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f" {f}" in flags]
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, " \
-           f"ISA {'/'.join(isa) or 'unknown'}"
 
 
 def _prepare(spec: WorkloadSpec, examples, stream: list[int]) -> tuple[Path, dict]:
