@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chunkcache.errors import ConfigError
-from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, EVICTIONS
+from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, DEFAULT_MEMORY_BYTES, DEFAULT_ZSTD_LEVEL, EVICTIONS
 from chunkcache.prompt import PromptConfig
 
 if TYPE_CHECKING:  # importing chunkcache.storage pulls in torch; config stays light
@@ -151,9 +151,8 @@ class CacheConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     blend: BlendConfig = field(default_factory=BlendConfig)
     codec: str = DEFAULT_CODEC
-    # zstd saves under 10% on fp16/int8 KV and slows loads 2-3x; worth it for bf16 and int4.
-    zstd_level: int | None = None
-    memory_bytes: int = 512 * 2**20
+    zstd_level: int | None = DEFAULT_ZSTD_LEVEL  # names.py says why it is off
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
     disk_bytes: int | None = None
     # Disk eviction under disk_bytes: "lfu" keeps the most reused entries (a chain entry of a
     # popular context, a passage many questions retrieve), ties broken by recency.

@@ -9,6 +9,11 @@ so `chunkcache --help` and the API schema stay light."""
 # with 20 / 16 / 8 key and 10 / 16 / 4 value levels, entropy-coded): storage/grouped_codec.py.
 CODECS = ("fp16", "bf16", "int8", "int4", "fp32", "kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")
 DEFAULT_CODEC = "fp16"
+# The store's defaults, one copy each (CacheConfig, StoreConfig, the CLI and the vLLM connector
+# derive theirs): zstd saves under 10% on fp16/int8 KV and slows loads 2-3x, so it is off unless
+# asked for (it pays with bf16/int4); the memory tier holds 512 MiB of encoded chunk KV.
+DEFAULT_ZSTD_LEVEL = None
+DEFAULT_MEMORY_BYTES = 512 * 2**20
 
 # How an answer uses the cache (answering.py describes each).
 MODES = ("full", "reuse", "blend", "ape", "prefix")
@@ -29,3 +34,5 @@ DEFAULT_EVICTION = "lfu"
 # Prompt order of retrieved chunks: best first, or by (document id, ordinal).
 ORDERS = ("score", "document")
 DEFAULT_ORDER = "score"
+# The most chunks one retrieval returns (a service's max_top_k cap is at most this).
+MAX_TOP_K = 100
