@@ -1,31 +1,14 @@
 """From request options to facade arguments, and from `Answer` to response bodies."""
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from pydantic import BaseModel
 
 from chunkcache.api.errors import invalid
 from chunkcache.api.schemas import AnswerResponse, Source, TimingsOut
 from chunkcache.api.settings import ServiceConfig
-from chunkcache.facade import ChunkCache
 from chunkcache.sampling import SamplingParams
 from chunkcache.types import Answer
-
-
-@dataclass(frozen=True)
-class Served:
-    """An answer and whether the chunk KV computed for it could be stored (False: a full disk)."""
-
-    answer: Answer
-    kv_stored: bool
-
-
-def served(cache: ChunkCache, call: Callable[[], Answer]) -> Served:
-    """Run call() (on the worker thread) and note whether the store kept what it computed."""
-    with cache.store.write_report() as report:
-        answer = call()
-    return Served(answer, not report.failed)
 
 
 def capped(request: BaseModel, name: str, cap: int) -> int:
@@ -52,11 +35,10 @@ def sampling(temperature: float | None, top_p: float | None, seed: int | None) -
     )
 
 
-def sources(result: Served) -> list[Source]:
-    answer = result.answer
+def sources(answer: Answer) -> list[Source]:
     # The computed misses of one answer are written in one transaction: all stored, or none.
     def stored(hit: bool | None) -> bool | None:
-        return None if hit is None else hit or result.kv_stored
+        return None if hit is None else hit or answer.kv_stored
 
     return [
         Source(index=p.index, doc_id=p.doc_id, ordinal=p.ordinal, score=p.score, title=p.title, tokens=p.tokens,
@@ -65,13 +47,12 @@ def sources(result: Served) -> list[Source]:
     ]
 
 
-def to_response(result: Served) -> AnswerResponse:
-    answer = result.answer
+def to_response(answer: Answer) -> AnswerResponse:
     return AnswerResponse(
         answer=answer.text,
         mode=answer.mode,
         finish_reason=answer.finish_reason,
-        sources=sources(result),
+        sources=sources(answer),
         ttft_s=answer.ttft_s,
         total_s=answer.total_s,
         timings=TimingsOut(**asdict(answer.timings)),

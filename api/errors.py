@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from chunkcache.errors import ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, StorageError
-from chunkcache.storage.diskspace import is_no_space
+from chunkcache.errors import ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, StorageError, is_no_space
 
 log = logging.getLogger(__name__)
 

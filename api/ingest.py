@@ -6,12 +6,10 @@ of the root is refused too. Text files get their root-relative path as id.
 """
 
 import os
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from chunkcache.api.errors import ApiError, invalid
-from chunkcache.retrieval import Document, load_paths
-from chunkcache.retrieval.loaders import SUPPORTED_SUFFIXES, TEXT_SUFFIXES
 
 MAX_FILES = 10_000
 
@@ -33,8 +31,9 @@ def resolve_under(root: Path, relative: str) -> Path:
     return target
 
 
-def collect_files(root: Path, relatives: list[str]) -> list[tuple[Path, str]]:
-    """Every (resolved file, root-relative id) named by `relatives`, folders expanded in sorted order."""
+def collect_files(root: Path, relatives: list[str], loadable: Callable[[Path], bool]) -> list[tuple[Path, str]]:
+    """Every (resolved file, root-relative id) named by `relatives`, folders expanded in sorted
+    order (only the files `loadable` accepts: `ChunkCache.loadable`)."""
     root = root.resolve()
     files: list[tuple[Path, str]] = []
     for relative in relatives:
@@ -45,7 +44,7 @@ def collect_files(root: Path, relatives: list[str]) -> list[tuple[Path, str]]:
         for folder, dirs, names in os.walk(target, followlinks=False):
             dirs.sort()
             for name in sorted(names):
-                if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                if not loadable(Path(name)):
                     continue
                 path = Path(folder) / name
                 resolved = path.resolve()
@@ -59,14 +58,3 @@ def collect_files(root: Path, relatives: list[str]) -> list[tuple[Path, str]]:
         if len(files) > MAX_FILES:
             raise invalid(f"more than {MAX_FILES} files under {relative!r}; ingest smaller folders")
     return files
-
-
-def load_documents(root: Path, relatives: list[str]) -> list[Document]:
-    """The documents of the named files and folders (text files named by their root-relative path)."""
-    docs: list[Document] = []
-    for path, doc_id in collect_files(root, relatives):
-        loaded = load_paths([str(path)])
-        if path.suffix.lower() in TEXT_SUFFIXES:
-            loaded = [replace(d, id=doc_id, metadata={**d.metadata, "source": doc_id}) for d in loaded]
-        docs.extend(loaded)
-    return docs

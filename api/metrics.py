@@ -5,7 +5,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from chunkcache.api.answers import Served
+from chunkcache.types import Answer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,8 +71,7 @@ class ServiceMetrics:
         busy.set_function(queue_busy)
         r.register(StoreCollector(store_stats))
 
-    def observe_answer(self, result: Served) -> None:
-        answer = result.answer
+    def observe_answer(self, answer: Answer) -> None:
         self.ttft.labels(answer.mode).observe(answer.ttft_s)
         self.context_tokens.labels(answer.mode).inc(answer.context_tokens)
         self.recomputed_tokens.labels(answer.mode).inc(answer.recomputed_tokens)
@@ -83,7 +82,7 @@ class ServiceMetrics:
         self.passages.labels("hit").inc(answer.cache_hits - answer.exact_passages)
         self.passages.labels("miss").inc(misses)
         self.passages.labels("not_used").inc(len(answer.passages) - answer.cache_hits - misses)
-        if not result.kv_stored:
+        if not answer.kv_stored:
             self.not_stored.inc(misses)
         self.generated_tokens.inc(answer.generated_tokens)
 

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from chunkcache.api.answers import Served, capped, check_caps, sampling, served, to_response
+from chunkcache.api.answers import capped, check_caps, sampling, to_response
 from chunkcache.api.errors import error_body, request_id_of
 from chunkcache.api.json_body import JsonRoute
 from chunkcache.api.openapi import errors
@@ -23,20 +23,15 @@ STREAM_DOC = {200: {"content": {"text/event-stream": {}}, "description": "JSON, 
 AnswerFn = Callable[[Cancellation, Callable[[str], None]], Answer]
 
 
-def noting_writes(s: Services, fn: AnswerFn) -> Callable[[Cancellation, Callable[[str], None]], Served]:
-    """fn, returning the answer together with whether the KV it computed could be stored."""
-    return lambda c, on_token: served(s.cache, lambda: fn(c, on_token))
-
-
-async def run_answer(s: Services, fn: AnswerFn) -> Served:
+async def run_answer(s: Services, fn: AnswerFn) -> Answer:
     """Run on the model queue; the per-token callback stops a request that was abandoned."""
-    result = await s.queue.run(lambda c: noting_writes(s, fn)(c, lambda _piece: c.check()), s.config.request_timeout_s)
+    result = await s.queue.run(lambda c: fn(c, lambda _piece: c.check()), s.config.request_timeout_s)
     s.metrics.observe_answer(result)
     return result
 
 
 async def open_stream(s: Services, fn: AnswerFn, request_id: str | None) -> ModelStream:
-    stream = ModelStream(s.queue, noting_writes(s, fn), s.config.request_timeout_s, request_id)
+    stream = ModelStream(s.queue, fn, s.config.request_timeout_s, request_id)
     await stream.open()
     return stream
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from chunkcache.api.answers import Served, capped, check_caps, sampling, sources
+from chunkcache.api.answers import capped, check_caps, sampling, sources
 from chunkcache.api.chat_documents import chat_inputs
 from chunkcache.api.chat_schemas import (
     AssistantMessage,
@@ -41,20 +41,18 @@ from chunkcache.types import Answer
 DEFAULT_MAX_TOKENS = 64
 
 
-def usage(result: Served) -> Usage:
-    answer = result.answer
+def usage(answer: Answer) -> Usage:
     cached = sum(p.tokens for p in answer.passages if p.hit is True)
     return Usage(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.generated_tokens,
                  total_tokens=answer.prompt_tokens + answer.generated_tokens,
                  prompt_tokens_details=PromptTokensDetails(cached_tokens=cached))
 
 
-def report(result: Served, documents: bool) -> CacheReport:
+def report(answer: Answer, documents: bool) -> CacheReport:
     """documents: the passages are the client's documents (else retrieved ones, in `sources`)."""
-    answer = result.answer
     return CacheReport(mode=answer.mode, ttft_s=answer.ttft_s, total_s=answer.total_s, cache_hits=answer.cache_hits,
                        cache_misses=answer.cache_misses, recomputed_tokens=answer.recomputed_tokens,
-                       documents=sources(result) if documents else None)
+                       documents=sources(answer) if documents else None)
 
 
 def chunk(completion_id: str, created: int, model: str, delta: dict, finish_reason: str | None = None, **extra) -> dict:
@@ -73,7 +71,7 @@ async def chunk_events(s: Services, stream: ModelStream, completion_id: str, cre
             yield sse(error_body(event.error.kind, event.error.message, stream.request_id))
         else:
             s.metrics.observe_answer(event)
-            yield sse(chunk(completion_id, created, model, {}, event.answer.finish_reason,
+            yield sse(chunk(completion_id, created, model, {}, event.finish_reason,
                             usage=usage(event).model_dump(), sources=[x.model_dump() for x in sources(event)],
                             chunkcache=report(event, documents).model_dump()))
     yield DONE
@@ -107,15 +105,15 @@ def chat_router(s: Services) -> APIRouter:
             opened = await open_stream(s, fn, request_id_of(request.scope))
             events = chunk_events(s, opened, completion_id, created, bool(inputs.documents))
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        result = await run_answer(s, fn)
+        answer = await run_answer(s, fn)
         return ChatCompletion(
             id=completion_id,
             created=created,
             model=s.model_name,
-            choices=[Choice(message=AssistantMessage(content=result.answer.text), finish_reason=result.answer.finish_reason)],
-            usage=usage(result),
-            sources=sources(result),
-            chunkcache=report(result, bool(inputs.documents)),
+            choices=[Choice(message=AssistantMessage(content=answer.text), finish_reason=answer.finish_reason)],
+            usage=usage(answer),
+            sources=sources(answer),
+            chunkcache=report(answer, bool(inputs.documents)),
         )
 
     @router.get("/models", response_model=ModelList, summary="The one model served (OpenAI list format)")

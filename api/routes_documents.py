@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 from starlette.concurrency import run_in_threadpool
 
 from chunkcache.api.errors import ApiError, invalid
-from chunkcache.api.ingest import load_documents
+from chunkcache.api.ingest import collect_files
 from chunkcache.api.json_body import JsonRoute
 from chunkcache.api.openapi import errors
 from chunkcache.api.schemas import (
@@ -84,7 +84,7 @@ def documents_router(s: Services) -> APIRouter:
                      summary="Add .txt/.md/.jsonl files or folders from under the server's ingest root")
         async def ingest(body: IngestRequest) -> DocumentsAdded:
             def work():
-                docs = load_documents(root, body.paths)
+                docs = s.cache.load_files(collect_files(root, body.paths, s.cache.loadable))
                 if not docs:
                     raise invalid(f"no .txt, .md or .jsonl files under {body.paths}")
                 return s.cache.add_documents(docs)

@@ -18,9 +18,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from chunkcache.names import CACHE_STATES, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
 from chunkcache.stopping import MAX_STOP_CHARS, MAX_STOPS
-from chunkcache.storage import StoreStats, TierStats
-from chunkcache.storage.latency import LatencySummary
-from chunkcache.types import Timings
+from chunkcache.types import LatencySummary, StoreStats, Timings, TierStats
 
 def response_model_of(cls, name: str, **overrides):
     """A pydantic response model with the fields of dataclass `cls` (names, types, defaults), so

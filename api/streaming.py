@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chunkcache.api.answers import Served
 from chunkcache.api.errors import ApiError, from_exception, log_failure
 from chunkcache.api.work_queue import Cancellation, ModelQueue
+from chunkcache.types import Answer
 
 DONE = "data: [DONE]\n\n"
 log = logging.getLogger(__name__)
@@ -36,13 +36,13 @@ class Failed:
     error: ApiError
 
 
-Event = Token | Served | Failed
+Event = Token | Answer | Failed
 
 
 class ModelStream:
-    """Runs `fn(cancellation, on_token) -> Served` on the model queue and yields its events."""
+    """Runs `fn(cancellation, on_token) -> Answer` on the model queue and yields its events."""
 
-    def __init__(self, queue: ModelQueue, fn: Callable[[Cancellation, Callable[[str], None]], Served], timeout_s: float,
+    def __init__(self, queue: ModelQueue, fn: Callable[[Cancellation, Callable[[str], None]], Answer], timeout_s: float,
                  request_id: str | None = None):
         self.request_id = request_id
         self._queue = queue
@@ -59,7 +59,7 @@ class ModelStream:
         events = self._events
         fn = self._fn
 
-        def work(cancellation: Cancellation) -> Served:
+        def work(cancellation: Cancellation) -> Answer:
             def on_token(piece: str) -> None:
                 cancellation.check()
                 loop.call_soon_threadsafe(events.put_nowait, Token(piece))
@@ -76,7 +76,7 @@ class ModelStream:
         self._first = first
 
     async def events(self) -> AsyncIterator[Event]:
-        """The first event, every later token, then the Served answer (or a Failed)."""
+        """The first event, every later token, then the Answer (or a Failed)."""
         assert self._first is not None, "open() first"
         try:
             event = self._first

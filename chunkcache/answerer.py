@@ -44,7 +44,7 @@ class Answerer:
     def answer(self, question: str, passages: Sequence, mode: str = DEFAULT_MODE, recompute_ratio: float | None = None,
                max_new_tokens: int = 32, sampling: SamplingParams | None = None,
                on_token: Callable[[str], None] | None = None, return_logprobs: bool = False,
-               hits_meta: Sequence[dict] | None = None, blend: BlendConfig | None = None,
+               blend: BlendConfig | None = None,
                should_stop: Callable[[], bool] | None = None, teacher_ids: Sequence[int] | None = None,
                history: Sequence[Turn] = (), stop: str | Sequence[str] | None = None,
                chain: bool | None = None) -> Answer:
@@ -52,7 +52,7 @@ class Answerer:
             self._active += 1
         try:
             return self._answer(question, passages, mode, recompute_ratio, max_new_tokens, sampling, on_token,
-                                return_logprobs, hits_meta, blend, should_stop, teacher_ids, history, stop,
+                                return_logprobs, blend, should_stop, teacher_ids, history, stop,
                                 self.config.chain_entries if chain is None else chain)
         finally:
             with self._active_lock:
@@ -64,7 +64,7 @@ class Answerer:
         return self._active > 0 or self.scheduler.busy
 
     def _answer(self, question, passages, mode, recompute_ratio, max_new_tokens, sampling, on_token, return_logprobs,
-                hits_meta, blend, should_stop, teacher_ids, history, stop, chain: bool) -> Answer:
+                blend, should_stop, teacher_ids, history, stop, chain: bool) -> Answer:
         t_start = time.perf_counter()
         if self.scheduler.closed:
             raise CacheClosedError("this ChunkCache is closed; open a new one to answer")
@@ -87,12 +87,13 @@ class Answerer:
         exact = self.chains.lookup(chunk_ids) if chain and mode in CHAIN_MODES else []
         e = len(exact)
         lookup_s = time.perf_counter() - t0
-        cached, hits, warm_s = (None, [None] * len(items), 0.0)  # full: cache not used
+        cached, hits, warm_s, kv_stored = (None, [None] * len(items), 0.0, True)  # full: cache not used
         if mode == "prefix":
             cached, hits = exact, [True] * e + [False] * (len(items) - e)
         elif mode != "full" and e < len(items):
-            rest, rest_hits, rest_lookup_s, warm_s = self.chunks.load(chunk_ids[e:])
-            cached, hits, lookup_s = exact + rest, [True] * e + rest_hits, lookup_s + rest_lookup_s
+            rest = self.chunks.load(chunk_ids[e:])
+            cached, hits, lookup_s = exact + rest.kvs, [True] * e + rest.hits, lookup_s + rest.lookup_s
+            warm_s, kv_stored = rest.warm_s, rest.stored
         elif mode != "full":
             cached, hits = exact, [True] * e
         plan = BlendPlan.from_config(blend, ratio, chunk_ids[e:]) if mode == "blend" else None
@@ -108,9 +109,8 @@ class Answerer:
             out = future.result().result()
         cut = text_out.finish()  # the text before a stop sequence, if one ended the answer
         text = (cut if cut is not None else tokenizer.decode(list(out.token_ids), skip_special_tokens=True)).strip()
-        meta = list(hits_meta) if hits_meta is not None else [{}] * len(items)
         passages_out = tuple(
-            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, exact=i < e, **meta[i])
+            PassageHit(index=i, tokens=len(ids), hit=hit, title=p.title, exact=i < e)
             for i, (ids, hit, p) in enumerate(zip(chunk_ids, hits, items))
         )
         n = sum(len(c) for c in chunk_ids)
@@ -137,6 +137,7 @@ class Answerer:
             recompute_ratio=float(ratio) if mode == "blend" else None,
             repaired_tokens=out.repaired,
             teacher_agreement=out.teacher_agreement,
+            kv_stored=kv_stored,
             first_logprobs=torch.log_softmax(out.first_logits, -1) if return_logprobs else None,
         )
 

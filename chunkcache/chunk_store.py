@@ -3,13 +3,29 @@
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from chunkcache.chunk_kv import PrefixKV, compute_chunks, pack_batches
 from chunkcache.engine import Engine
-from chunkcache.storage import KVStore, chunk_key
+from chunkcache.storage import KVStore, Payload, chunk_key
+
+
+@dataclass(frozen=True)
+class LoadedChunks:
+    """What `ChunkStore.load` found and did for one request's chunks, in their order.
+
+    kvs: a stored `Payload` per hit, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now per miss.
+    stored: the computed misses were written to the store (True when nothing missed); False
+    after a failed write (a full disk), so the next request computes them again."""
+
+    kvs: list[Payload | torch.Tensor]
+    hits: list[bool]
+    lookup_s: float
+    warm_s: float
+    stored: bool
 
 
 class ChunkStore:
@@ -59,29 +75,28 @@ class ChunkStore:
         bar.close()
         return computed
 
-    def load(self, chunk_ids: list[list[int]]) -> tuple[list, list[bool], float, float]:
+    def load(self, chunk_ids: list[list[int]]) -> LoadedChunks:
         """Each chunk's KV: a stored `Payload` (undecoded, placed by the fused dequant + RoPE
-        path) or, on a miss, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now. Lookups run in
-        the calling thread without the model lock; only computing misses takes it. Store writes
-        happen in the calling thread (its `store.write_report()` sees failures).
-        Returns (kvs, hits, lookup_s, warm_s)."""
+        path) or, on a miss, the pre-RoPE tensor [L, 2, Hkv, n, d] computed now and offered to
+        the store. Lookups run without the model lock; only computing misses takes it."""
         t0 = time.perf_counter()
         keys = [self.key(ids) for ids in chunk_ids]
         found = [self.store.get_payload(k) for k in keys]
         lookup_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         missing = [i for i, kv in enumerate(found) if kv is None]
+        stored = True
         if missing:
             with self._lock, torch.inference_mode():
                 computed = compute_chunks(self.engine, self.prefix, [chunk_ids[i] for i in missing])
             # The store is an optimisation: a failed write (disk full) is logged, counted and
-            # reported to the caller's store.write_report(); the answer goes on with the KV.
-            self.store.offer_many((keys[i], kv) for i, kv in zip(missing, computed))
+            # returned; the answer goes on with the KV. All misses go in one transaction.
+            stored = self.store.offer_many((keys[i], kv) for i, kv in zip(missing, computed))
             for i, kv in zip(missing, computed):
                 found[i] = kv
         warm_s = time.perf_counter() - t0
         hits = [i not in missing for i in range(len(found))]
-        return found, hits, lookup_s, warm_s
+        return LoadedChunks(found, hits, lookup_s, warm_s, stored)
 
     def delete(self, keys: Sequence[bytes]) -> None:
         for key in keys:

@@ -6,7 +6,7 @@ from pathlib import Path
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.errors import InvalidRequestError
 from chunkcache.locked_corpus import LockedCorpus
-from chunkcache.names import DEFAULT_ORDER
+from chunkcache.names import DEFAULT_ORDER, MAX_TOP_K
 from chunkcache.prompt import Passage, PromptBuilder
 
 
@@ -54,8 +54,8 @@ class DocumentService:
         return self._chunks.warm(ids, progress=progress, desc="warm corpus", on_progress=on_progress, verify=verify)
 
     def retrieve(self, question: str, top_k: int = 5, order: str = DEFAULT_ORDER):
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= 100:
-            raise InvalidRequestError(f"top_k must be an integer in [1, 100], got {top_k!r}")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidRequestError(f"top_k must be an integer in [1, {MAX_TOP_K}], got {top_k!r}")
         return self._corpus.search(question, top_k=top_k, order=order)
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """The one error hierarchy of chunkcache. A cache miss is not an error."""
 
+import errno
+
 
 class ChunkCacheError(Exception):
     """Base class of every error chunkcache raises on purpose."""
@@ -46,3 +48,13 @@ def check_int(name: str, value, low: int, high: int | None = None, error: type[C
 
 class CacheClosedError(ChunkCacheError, RuntimeError):
     """The ChunkCache was closed: it takes no more requests."""
+
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """True if exc or any exception in its __cause__ chain is OSError(ENOSPC or EDQUOT)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False

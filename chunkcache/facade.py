@@ -102,7 +102,6 @@ class ChunkCache:
         sampling: SamplingParams | None = None,
         on_token: Callable[[str], None] | None = None,
         return_logprobs: bool = False,
-        hits_meta: Sequence[dict] | None = None,
         blend: BlendConfig | None = None,
         should_stop: Callable[[], bool] | None = None,
         teacher_ids: Sequence[int] | None = None,
@@ -128,7 +127,7 @@ class ChunkCache:
         """
         return self._answerer.answer(question, passages, mode=mode, recompute_ratio=recompute_ratio,
                                      max_new_tokens=max_new_tokens, sampling=sampling, on_token=on_token,
-                                     return_logprobs=return_logprobs, hits_meta=hits_meta, blend=blend,
+                                     return_logprobs=return_logprobs, blend=blend,
                                      should_stop=should_stop, teacher_ids=teacher_ids, history=history, stop=stop,
                                      chain=chain)
 
@@ -171,6 +170,21 @@ class ChunkCache:
         """
         return self._documents.add(docs, progress=progress)
 
+    @staticmethod
+    def loadable(path: Path) -> bool:
+        """Whether `load_files` reads this file (.txt, .md, .jsonl)."""
+        from chunkcache.retrieval.loaders import loadable
+
+        return loadable(path)
+
+    @staticmethod
+    def load_files(files: Sequence[tuple[Path, str]]) -> list:
+        """Documents (retrieval.Document) of (file, name) pairs for `add_documents`: a text file's
+        document is named `name` (id and source), a JSONL file's lines keep their ids."""
+        from chunkcache.retrieval.loaders import load_named
+
+        return load_named(list(files))
+
     def delete_document(self, doc_id: str) -> list[str]:
         """Remove a document from the index; KV entries only it referenced are dropped from the store."""
         return self._documents.delete(doc_id)
@@ -203,16 +217,11 @@ class ChunkCache:
         if not hits:
             raise InvalidRequestError("the corpus is empty: add documents before querying")
         retrieval_s = time.perf_counter() - t0
-        answer = self.answer(
-            question,
-            [Passage(h.text, h.title) for h in hits],
-            mode=mode,
-            hits_meta=[{"doc_id": h.doc_id, "ordinal": h.ordinal, "score": float(h.score)} for h in hits],
-            **kwargs,
-        )
-        # TTFT of a query includes retrieval.
+        answer = self.answer(question, [Passage(h.text, h.title) for h in hits], mode=mode, **kwargs)
+        # Each passage says which chunk it was; TTFT of a query includes retrieval.
         return replace(answer, ttft_s=answer.ttft_s + retrieval_s, total_s=answer.total_s + retrieval_s,
-                       timings=replace(answer.timings, retrieval=retrieval_s))
+                       timings=replace(answer.timings, retrieval=retrieval_s),
+                       passages=tuple(p.retrieved(h) for p, h in zip(answer.passages, hits)))
 
     # -- housekeeping ---------------------------------------------------------------------------
     def stats(self):

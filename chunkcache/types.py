@@ -1,9 +1,13 @@
-"""Typed results crossing module boundaries."""
+"""Typed results crossing module boundaries: answers, and the store's statistics (defined here,
+torch-free, so the API's schemas describe what the facade returns without importing storage)."""
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from chunkcache.names import CACHE_STATES
+
+if TYPE_CHECKING:  # retrieval pulls in faiss; these types stay a leaf
+    from chunkcache.retrieval.documents import ChunkHit
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class PassageHit:
     score: float | None = None
     exact: bool = False
 
+    def retrieved(self, hit: "ChunkHit") -> "PassageHit":
+        """This passage with the retrieval hit it was answered from (`ChunkCache.query`)."""
+        return replace(self, doc_id=hit.doc_id, ordinal=hit.ordinal, score=float(hit.score))
+
     @property
     def cache(self) -> str:
         """"exact", "hit", "miss" or "not used" (full mode)."""
@@ -64,6 +72,9 @@ class Answer:
     recompute_ratio: float | None = None
     repaired_tokens: int = 0  # context tokens recomputed during decoding (repair while decoding)
     teacher_agreement: float | None = None  # only when a reference answer was given (eval)
+    # The chunk KV computed for this answer was stored (True when none was computed); False after a
+    # failed store write (a full disk): those passages are computed again next time.
+    kv_stored: bool = True
     # [V] float32 log-probabilities of the first generated token; only when asked for (eval, bench).
     first_logprobs: Any = field(default=None, repr=False, compare=False)
 
@@ -80,3 +91,56 @@ class Answer:
     def cache_misses(self) -> int:
         """Passages whose KV was computed for this answer (0 in full mode: the cache was not used)."""
         return sum(p.hit is False for p in self.passages)
+
+
+@dataclass(frozen=True)
+class TierStats:
+    """Counters of one store tier. hits/misses/puts/evictions/rejected count this handle's calls;
+    entries/bytes describe what the tier holds now (for LMDB, across every process)."""
+
+    name: str
+    hits: int
+    misses: int
+    puts: int
+    entries: int
+    bytes: int
+    max_bytes: int | None
+    evictions: int
+    rejected: int  # values larger than the whole budget, not stored
+    errors: int = 0  # calls that failed and were served as a miss or a no-op (a remote tier)
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Milliseconds. count/total_ms/mean_ms cover every sample; p50/p95 the last `window`."""
+
+    count: int = 0
+    total_ms: float = 0.0
+    mean_ms: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """hits/misses/corrupt: KVStore.get outcomes (a corrupt entry also counts as a miss).
+    entries/bytes: the backing (slowest) tier's; evictions summed over tiers.
+    get_ms: whole get (tier lookup + decode); encode_ms/decode_ms: codec time per entry."""
+
+    tiers: tuple[TierStats, ...]
+    hits: int
+    misses: int
+    corrupt: int
+    entries: int
+    bytes: int
+    evictions: int
+    get_ms: LatencySummary
+    encode_ms: LatencySummary
+    decode_ms: LatencySummary
+    write_failures: int = 0  # offer_many/delete calls whose write failed (nothing stored/deleted)
+    no_space_failures: int = 0  # of those, failed because the disk was full

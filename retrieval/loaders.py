@@ -9,6 +9,7 @@ skipped, but a file of another type named explicitly is an error.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from chunkcache.errors import InvalidRequestError, NotFoundError
@@ -32,6 +33,23 @@ def load_paths(paths: list[str]) -> list[Document]:
             docs.extend(_load_file(path, raw))
         else:
             raise NotFoundError(f"no such file or folder: {raw!r}")
+    return docs
+
+
+def loadable(path: Path) -> bool:
+    """Whether `load_named` reads this file (by its suffix)."""
+    return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def load_named(files: list[tuple[Path, str]]) -> list[Document]:
+    """Documents of (file, name) pairs, in order: a text file's document has `name` as its id and
+    its source (a server's root-relative name, so no server path leaks); JSONL lines keep their ids."""
+    docs: list[Document] = []
+    for path, name in files:
+        loaded = _load_file(path, name)
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            loaded = [replace(d, metadata={**d.metadata, "source": name}) for d in loaded]
+        docs.extend(loaded)
     return docs
 
 

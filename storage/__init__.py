@@ -8,7 +8,7 @@ from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
 from chunkcache.storage.payload import Payload
 from chunkcache.storage.redis_config import RedisConfig
-from chunkcache.storage.store import KVStore, StoreConfig, StoreStats, WriteReport
+from chunkcache.storage.store import KVStore, StoreConfig, StoreStats
 from chunkcache.storage.tier import Tier, TierStats
 from chunkcache.storage.tiered import TieredStore
 
@@ -28,7 +28,6 @@ __all__ = [
     "Tier",
     "TierStats",
     "TieredStore",
-    "WriteReport",
     "chain_keys",
     "chunk_key",
     "decode_kv",

@@ -3,7 +3,7 @@
 LMDB reports a short write on a full filesystem as EIO ("Input/output error"), which hides
 the cause. After a failed write we look at the filesystem: if less than the write needed
 (plus a little slack) is free, the cause is a full disk and the error says so, carrying
-OSError(ENOSPC) as its __cause__ so callers can tell without parsing messages.
+OSError(ENOSPC) as its __cause__ so `chunkcache.errors.is_no_space` tells without parsing messages.
 """
 
 import errno
@@ -29,13 +29,3 @@ def no_space(path: str, need_bytes: int = 0, error: BaseException | None = None)
     if free is not None and free < need_bytes + SLACK_BYTES:
         return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free} bytes free, the write needed about {need_bytes})")
     return None
-
-
-def is_no_space(exc: BaseException | None) -> bool:
-    """True if exc or any exception in its __cause__ chain is OSError(ENOSPC or EDQUOT)."""
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc, seen = exc.__cause__, seen + 1
-    return False

@@ -2,20 +2,9 @@
 
 import threading
 from collections import deque
-from dataclasses import dataclass
 
 from chunkcache.stats import percentile
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    """Milliseconds. count/total_ms/mean_ms cover every sample; p50/p95 the last `window`."""
-
-    count: int = 0
-    total_ms: float = 0.0
-    mean_ms: float = 0.0
-    p50_ms: float = 0.0
-    p95_ms: float = 0.0
+from chunkcache.types import LatencySummary
 
 
 class LatencyRecorder:

@@ -7,8 +7,8 @@ every tier, counted, and reported as a miss: the caller recomputes it.
 
 The store is an optimisation, so a caller that can go on without it writes with `offer_many`:
 a failed write (a full disk, an I/O error) is logged, counted in `StoreStats.write_failures`
-and noted in the calling thread's `write_report()`, never raised. `put_many` (warm-up, where
-storing is the point) raises StorageError naming the cause. Deletes are best-effort too:
+and returned (False), never raised. `put_many` (warm-up, where storing is the point) raises
+StorageError naming the cause. Deletes are best-effort too:
 entries are content-addressed, so one left behind is never served for other content.
 """
 
@@ -16,25 +16,25 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 
-from chunkcache.errors import ConfigError, CorruptEntryError, StorageError, check_int
-from chunkcache.storage.diskspace import is_no_space
+from chunkcache.errors import ConfigError, CorruptEntryError, StorageError, check_int, is_no_space
+from chunkcache.names import DEFAULT_CODEC, DEFAULT_MEMORY_BYTES, DEFAULT_ZSTD_LEVEL
 from chunkcache.storage.codec import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 from chunkcache.storage.eviction import POLICIES
 from chunkcache.storage.header import read_header
-from chunkcache.storage.latency import LatencyRecorder, LatencySummary
+from chunkcache.storage.latency import LatencyRecorder
 from chunkcache.storage.lmdb_tier import LmdbTier
 from chunkcache.storage.memory import MemoryTier
 from chunkcache.storage.payload import Payload
 from chunkcache.storage.redis_config import RedisConfig
-from chunkcache.storage.tier import Tier, TierStats
+from chunkcache.storage.tier import Tier
 from chunkcache.storage.tiered import TieredStore
+from chunkcache.types import StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ class StoreConfig:
     below the local ones (a hit there is promoted into them, writes go through to it), None = none."""
 
     path: str | None
-    codec: str = "fp16"
-    zstd_level: int | None = 3
-    memory_bytes: int = 512 * 2**20
+    codec: str = DEFAULT_CODEC
+    zstd_level: int | None = DEFAULT_ZSTD_LEVEL
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
     disk_bytes: int | None = None
     map_size: int = 1 * 2**30
     eviction: str = "lru"
@@ -81,38 +81,6 @@ class StoreConfig:
         return CodecSpec(self.codec, self.zstd_level)
 
 
-@dataclass(frozen=True)
-class StoreStats:
-    """hits/misses/corrupt: KVStore.get outcomes (a corrupt entry also counts as a miss).
-    entries/bytes: the backing (slowest) tier's; evictions summed over tiers.
-    get_ms: whole get (tier lookup + decode); encode_ms/decode_ms: codec time per entry."""
-
-    tiers: tuple[TierStats, ...]
-    hits: int
-    misses: int
-    corrupt: int
-    entries: int
-    bytes: int
-    evictions: int
-    get_ms: LatencySummary
-    encode_ms: LatencySummary
-    decode_ms: LatencySummary
-    write_failures: int = 0  # offer_many/delete calls whose write failed (nothing stored/deleted)
-    no_space_failures: int = 0  # of those, failed because the disk was full
-
-
-@dataclass
-class WriteReport:
-    """What `offer_many` could not store in one thread while the report was open."""
-
-    failed_keys: list[bytes] = field(default_factory=list)
-    no_space: bool = False
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.failed_keys)
-
-
 class KVStore:
     """Stores kv: [layers, 2, kv_heads, tokens, head_dim] under 32-byte keys (`chunk_key`)."""
 
@@ -135,7 +103,6 @@ class KVStore:
         self._lock = threading.Lock()
         self._hits = self._misses = self._corrupt = 0
         self._write_failures = self._no_space_failures = 0
-        self._reports = threading.local()
         self._get_ms = LatencyRecorder()
         self._encode_ms = LatencyRecorder()
         self._decode_ms = LatencyRecorder()
@@ -190,7 +157,7 @@ class KVStore:
 
     def offer_many(self, items: Iterable[tuple[bytes, torch.Tensor]], codec: CodecSpec | None = None,
                    rotated: bool = False) -> bool:
-        """put_many that never raises a write failure: True if stored; else logged, counted, reported.
+        """put_many that never raises a write failure: True if stored; else logged, counted, False.
 
         All items are written in one transaction, so they are stored together or not at all.
         """
@@ -199,7 +166,7 @@ class KVStore:
             self.put_many(batch, codec, rotated)
             return True
         except StorageError as e:
-            self._write_failed([key for key, _ in batch], e, f"not caching {len(batch)} computed chunk(s)")
+            self._write_failed(e, f"not caching {len(batch)} computed chunk(s)")
             return False
 
     def contains(self, key: bytes) -> bool:
@@ -226,33 +193,14 @@ class KVStore:
         try:
             return self._tiers.delete(key)
         except (StorageError, OSError) as e:
-            self._write_failed([key], e, "leaving the KV entry in place")
+            self._write_failed(e, "leaving the KV entry in place")
             return False
 
-    @contextmanager
-    def write_report(self) -> Iterator[WriteReport]:
-        """Collect the keys that `offer_many` failed to store in this thread until the block ends."""
-        report = WriteReport()
-        outer = getattr(self._reports, "current", None)
-        self._reports.current = report
-        try:
-            yield report
-        finally:
-            self._reports.current = outer
-            if outer is not None:
-                outer.failed_keys.extend(report.failed_keys)
-                outer.no_space = outer.no_space or report.no_space
-
-    def _write_failed(self, keys: list[bytes], error: BaseException, consequence: str) -> None:
-        full = is_no_space(error)
+    def _write_failed(self, error: BaseException, consequence: str) -> None:
         log.warning("KV store write failed, %s: %s", consequence, error)
         with self._lock:
             self._write_failures += 1
-            self._no_space_failures += full
-        report = getattr(self._reports, "current", None)
-        if report is not None:
-            report.failed_keys.extend(keys)
-            report.no_space = report.no_space or full
+            self._no_space_failures += is_no_space(error)
 
     def stats(self) -> StoreStats:
         per_tier = self._tiers.tier_stats()

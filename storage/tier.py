@@ -4,34 +4,12 @@ A tier maps bytes keys to bytes values. It knows nothing about tensors or codecs
 `None`, never an error. Byte budgets and `TierStats.bytes` count value bytes only.
 """
 
-from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
 from chunkcache.errors import ConfigError
+from chunkcache.types import TierStats
 
 MAX_KEY_SIZE = 511  # LMDB's default key limit; chunk keys are 32 bytes
-
-
-@dataclass(frozen=True)
-class TierStats:
-    """Counters of one tier. hits/misses/puts/evictions/rejected count this handle's calls;
-    entries/bytes describe what the tier holds now (for LMDB, across every process)."""
-
-    name: str
-    hits: int
-    misses: int
-    puts: int
-    entries: int
-    bytes: int
-    max_bytes: int | None
-    evictions: int
-    rejected: int  # values larger than the whole budget, not stored
-    errors: int = 0  # calls that failed and were served as a miss or a no-op (a remote tier)
-
-    @property
-    def hit_rate(self) -> float:
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else 0.0
 
 
 class Tier(Protocol):

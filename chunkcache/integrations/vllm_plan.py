@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chunkcache.errors import ConfigError
+from chunkcache.names import DEFAULT_CODEC, DEFAULT_ZSTD_LEVEL
 from chunkcache.storage.keys import chain_keys, chunk_key
 
 PARAMS_KEY = "chunkcache"
@@ -34,8 +35,8 @@ class ConnectorSettings:
     store_dir: str
     fingerprint: str
     prefix_ids: tuple[int, ...]
-    codec: str = "fp16"
-    zstd_level: int | None = 3
+    codec: str = DEFAULT_CODEC
+    zstd_level: int | None = DEFAULT_ZSTD_LEVEL
     recompute_last: int = 0
     memory_bytes: int = 0
 

@@ -3,7 +3,8 @@
 import pytest
 
 from chunkcache.api.errors import ApiError
-from chunkcache.api.ingest import collect_files, load_documents, resolve_under
+from chunkcache.api.ingest import collect_files, resolve_under
+from chunkcache.retrieval.loaders import load_named, loadable
 
 
 @pytest.fixture
@@ -43,9 +44,9 @@ def test_missing_path_is_404(root):
 
 
 def test_folders_expand_with_root_relative_ids(root):
-    files = collect_files(root, ["notes", "inner-link.txt"])
+    files = collect_files(root, ["notes", "inner-link.txt"], loadable)
     assert [rel for _, rel in files] == ["notes/a.md", "notes/deep/b.txt", "inner-link.txt"]
-    docs = load_documents(root, ["notes", "docs.jsonl"])
+    docs = load_named(collect_files(root, ["notes", "docs.jsonl"], loadable))
     assert [d.id for d in docs] == ["notes/a.md", "notes/deep/b.txt", "j1"]
     assert docs[0].title == "Alpha" and docs[0].metadata["source"] == "notes/a.md"
 
@@ -53,4 +54,4 @@ def test_folders_expand_with_root_relative_ids(root):
 def test_symlink_out_inside_a_folder_is_refused(root, tmp_path):
     (root / "notes" / "leak.txt").symlink_to(tmp_path / "secret.txt")
     with pytest.raises(ApiError, match="leaving the ingest root"):
-        collect_files(root, ["notes"])
+        collect_files(root, ["notes"], loadable)

@@ -49,3 +49,14 @@ def test_unsupported_and_missing_paths(tmp_path):
         load_paths([str(pdf)])
     with pytest.raises(NotFoundError, match="no such file or folder"):
         load_paths([str(tmp_path / "nope.txt")])
+
+
+def test_named_files_take_the_given_name_as_id_and_source(tmp_path):
+    from chunkcache.retrieval.loaders import load_named, loadable
+
+    (tmp_path / "a.md").write_text("# Alpha\n\nbody")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "j1", "text": "one"}) + "\n")
+    assert [loadable(tmp_path / n) for n in ("a.md", "d.jsonl", "x.png")] == [True, True, False]
+    docs = load_named([(tmp_path / "a.md", "notes/a.md"), (tmp_path / "d.jsonl", "ignored")])
+    assert [(d.id, d.title) for d in docs] == [("notes/a.md", "Alpha"), ("j1", "")]
+    assert docs[0].metadata["source"] == "notes/a.md"  # the name, never the server's path

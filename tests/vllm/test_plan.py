@@ -7,6 +7,7 @@ from chunkcache.errors import ConfigError
 from chunkcache.integrations import vllm_paged as paged
 from chunkcache.integrations.vllm_plan import ConnectorSettings, plan_load, plan_save, request_docs, request_params
 from chunkcache.kernels import apply_rope_reference, rope_cos_sin
+from chunkcache.storage import CodecSpec
 
 PREFIX = (1, 2, 3)
 S = ConnectorSettings(store_dir="/nowhere", fingerprint="f", prefix_ids=PREFIX)
@@ -55,7 +56,9 @@ def test_settings_digest_matches_the_prompt_builder():
     import hashlib
 
     assert S.prefix_digest == hashlib.blake2b(repr(list(PREFIX)).encode(), digest_size=16).hexdigest()
-    assert S.codec_tag == "fp16+zstd3"
+    # The connector's defaults are a default ChunkCache's (no zstd), so their keys are the same.
+    assert S.codec_tag == "fp16" == CodecSpec().tag
+    assert ConnectorSettings(store_dir="/nowhere", fingerprint="f", prefix_ids=PREFIX, zstd_level=3).codec_tag == "fp16+zstd3"
     with pytest.raises(ConfigError):
         ConnectorSettings(store_dir="", fingerprint="f", prefix_ids=PREFIX)
 
