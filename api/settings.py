@@ -6,10 +6,10 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from chunkcache.environment import PREFIX as ENV_PREFIX, variable
 from chunkcache.errors import ConfigError, check_int
 from chunkcache.marked import DocumentMarkers
-
-ENV_PREFIX = "CHUNKCACHE_"
+from chunkcache.names import MAX_TOP_K
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ServiceConfig:
         if isinstance(self.request_timeout_s, bool) or not isinstance(self.request_timeout_s, (int, float)) or not 0 < self.request_timeout_s <= 3600:
             raise ConfigError(f"request_timeout_s must be a number in (0, 3600], got {self.request_timeout_s!r}")
         check_int("max_body_bytes", self.max_body_bytes, 1024, 1 << 30)
-        check_int("max_top_k", self.max_top_k, 1, 100)
+        check_int("max_top_k", self.max_top_k, 1, MAX_TOP_K)
         check_int("max_new_tokens_limit", self.max_new_tokens_limit, 1, 1 << 16)
         if self.ingest_root is not None:
             if not isinstance(self.ingest_root, str) or not os.path.isabs(self.ingest_root):
@@ -95,14 +95,14 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ServiceConfig":
-        """The one place environment variables are read: CHUNKCACHE_<FIELD> (upper case), e.g.
-        CHUNKCACHE_API_KEY, CHUNKCACHE_PORT, CHUNKCACHE_INGEST_ROOT. Explicit `overrides` (from
-        CLI flags; None means "not given") win over the environment; an empty variable counts as unset."""
-        env = os.environ if environ is None else environ
+        """The service settings from CHUNKCACHE_<FIELD> variables (upper case; read through
+        `chunkcache.environment`), e.g. CHUNKCACHE_API_KEY, CHUNKCACHE_PORT, CHUNKCACHE_INGEST_ROOT.
+        Explicit `overrides` (from CLI flags; None means "not given") win over the environment; an
+        empty variable counts as unset."""
         values: dict = {}
         for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is None or raw == "":
+            raw = variable(f.name, environ)
+            if raw is None:
                 continue
             values[f.name] = _parse(f.name, raw, f.type)
         unknown = set(overrides) - {f.name for f in fields(cls)}

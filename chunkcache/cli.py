@@ -1,16 +1,19 @@
 """The `chunkcache` command: one entry point, one sub-command per job, `--help` on each."""
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 
 from chunkcache.bench.cli import add_bench_parser
+from chunkcache.environment import store_dir
 from chunkcache.errors import ChunkCacheError
-from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, EVICTIONS, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
+from chunkcache.names import CODECS, EVICTIONS, DEFAULT_MODE, DEFAULT_ORDER, MODES, ORDERS
 
-DEFAULT_STORE = os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store")
 DEMO_QA = Path(__file__).parent / "demo" / "demo_qa.jsonl"
 
 
@@ -24,20 +27,28 @@ def _ratios(text: str) -> list[float]:
     return values
 
 
+# BlendConfig fields whose flag is not --<field-name>; recompute_ratio is each command's own
+# --recompute-ratio (a list in eval, one value per request in answer and query).
+_BLEND_FLAGS = {"deviation_of": "--deviation"}
+_BLEND_NOT_FLAGS = ("recompute_ratio",)
+
+
 def _add_cache_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache")
-    from chunkcache.config import DEVICE_PATTERN, DEVICES, DEVIATIONS, DTYPES, BlendConfig, CacheConfig
+    from chunkcache.config import DEVICE_PATTERN, DEVICES, DTYPES, CacheConfig
 
-    g.add_argument("--store", default=DEFAULT_STORE, help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
+    c = CacheConfig.__dataclass_fields__  # the one copy of every cache default
+    g.add_argument("--store", default=store_dir(), help="store directory: converted model, KV store, index (default: %(default)s, or $CHUNKCACHE_STORE)")
     g.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
-    g.add_argument("--codec", default=DEFAULT_CODEC, choices=CODECS, help="how chunk KV is stored (default: %(default)s)")
-    g.add_argument("--zstd-level", type=int, default=0, help="zstd level for stored KV, 0 = off; pays off with bf16/int4 (default: %(default)s)")
+    g.add_argument("--codec", default=c["codec"].default, choices=CODECS, help="how chunk KV is stored (default: %(default)s)")
+    g.add_argument("--zstd-level", type=int, default=c["zstd_level"].default or 0,
+                   help="zstd level for stored KV, 0 = off; pays off with bf16/int4 (default: %(default)s)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster on a machine shared with other busy processes")
     g.add_argument("--memory-only", action="store_true", help="keep chunk KV in memory only (nothing written to disk)")
     g.add_argument("--disk-mib", type=int, default=None,
                    help="byte budget of the on-disk KV store in MiB, per-chunk and chain entries together (default: no cap)")
-    g.add_argument("--eviction", choices=EVICTIONS, default=DEFAULT_EVICTION,
+    g.add_argument("--eviction", choices=EVICTIONS, default=c["eviction"].default,
                    help="which entries go first when the disk budget is reached: lfu keeps the most reused (ties: the most "
                         "recent), lru the most recent (default: %(default)s)")
     g.add_argument("--no-chain-entries", action="store_true",
@@ -49,44 +60,31 @@ def _add_cache_options(p: argparse.ArgumentParser) -> None:
             raise argparse.ArgumentTypeError(f"--device takes {' | '.join(DEVICES)} | cuda:N, got {text!r}")
         return text
 
-    c = CacheConfig.__dataclass_fields__
     g.add_argument("--device", default=c["device"].default, type=device,
                    help=f"where the model and the request's tensors run: {' | '.join(DEVICES)} | cuda:N (default: %(default)s)")
     g.add_argument("--dtype", default=c["dtype"].default, choices=DTYPES,
                    help="the model's and the working cache's dtype; RoPE angles and logits stay float32 (default: %(default)s)")
+    _add_blend_options(p.add_argument_group("blending (defaults are BlendConfig's)"))
 
-    d = BlendConfig()  # the one copy of every blending default
-    b = p.add_argument_group("blending (defaults are BlendConfig's)")
-    b.add_argument("--deviation", choices=DEVIATIONS, default=d.deviation_of,
-                   help="how blend picks the context tokens to recompute: probe = the question's attention in the deep layers after "
-                        "one pass of the question over the cache; vattn / v / k = CacheBlend's fresh-vs-cached V deviation "
-                        "(weighted by the question's attention) / V / K deviation at --check-layer (default: %(default)s)")
-    b.add_argument("--check-layer", type=int, default=d.check_layer,
-                   help="v/k/vattn: layers 0..N recompute every token, the deviation is measured at N (default: %(default)s)")
-    b.add_argument("--probe-from", type=float, default=d.probe_from,
-                   help="probe: sum the question's attention over layers [F*L, L) (default: %(default).3f)")
-    b.add_argument("--full-layers", type=int, default=d.full_layers,
-                   help="probe: leading layers that still recompute every context token (default: %(default)s)")
-    b.add_argument("--gradual-start", type=float, default=d.gradual_start,
-                   help="gradual filtering: the first layer recomputes this multiple of the ratio, shrinking linearly to (2 - x) "
-                        "at the last layer (same compute); 1 = a fixed budget (default: %(default)s)")
-    b.add_argument("--span-window", type=int, default=d.span_window,
-                   help="average token scores over this many neighbours within a passage so recomputed tokens come in runs; 0 = off (default: %(default)s)")
-    b.add_argument("--sink-tokens", type=int, default=d.sink_tokens, help="always recompute the first k tokens of every chunk (default: %(default)s)")
-    b.add_argument("--adaptive-coverage", type=float, default=d.adaptive_coverage,
-                   help="recompute the fewest tokens covering this share of the total score, capped by the ratio")
-    b.add_argument("--grow-tolerance", type=float, default=d.grow_tolerance,
-                   help="per-query ratio: recompute --grow-step more of the context until the first token's distribution moves "
-                        "less than this KL (nats) or --grow-max-ratio is reached; off by default")
-    b.add_argument("--grow-step", type=float, default=d.grow_step, help="share of the context added per growth step (default: %(default)s)")
-    b.add_argument("--grow-max-ratio", type=float, default=d.grow_max_ratio, help="ceiling of the grown ratio (default: %(default)s)")
-    b.add_argument("--repair-ratio", type=float, default=d.repair_ratio,
-                   help="repair while decoding: share of the blended context recomputed during the first decode steps, "
-                        "spread over --repair-steps (0 = off; default: %(default)s)")
-    b.add_argument("--repair-steps", type=int, default=d.repair_steps,
-                   help="repair while decoding: how many of the first decode steps repair (default: %(default)s)")
-    b.add_argument("--ape-temperature", type=float, default=d.ape_temperature, help="APE temperature T on the context attention (default: %(default)s)")
-    b.add_argument("--ape-scale", type=float, default=d.ape_scale, help="APE scale S on the context attention weight (default: %(default)s)")
+
+def _blend_fields():
+    from chunkcache.config import BlendConfig
+
+    return [f for f in dataclasses.fields(BlendConfig) if f.name not in _BLEND_NOT_FLAGS]
+
+
+def _add_blend_options(group) -> None:
+    """One flag per BlendConfig field (--<name>, dest the field), its type, default, choices and
+    help taken from the field: the levers are defined once, in config.py."""
+    for f in _blend_fields():
+        kind = f.type
+        if isinstance(kind, types.UnionType):  # `float | None`: a float flag, unset by default
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        if f.default is not None:  # a lever off when unset says so in its help
+            text += " (default: %(default)s)"
+        group.add_argument(_BLEND_FLAGS.get(f.name, "--" + f.name.replace("_", "-")), dest=f.name, type=kind,
+                           default=f.default, choices=f.metadata.get("choices"), help=text)
 
 
 def _add_redis_options(p: argparse.ArgumentParser) -> None:
@@ -129,23 +127,7 @@ def _set_threads(args) -> None:
 def _cache_config(args, redis=None):
     from chunkcache.config import BlendConfig, CacheConfig
 
-    blend = BlendConfig(
-        check_layer=args.check_layer,
-        deviation_of=args.deviation,
-        probe_from=args.probe_from,
-        full_layers=args.full_layers,
-        gradual_start=args.gradual_start,
-        span_window=args.span_window,
-        sink_tokens=args.sink_tokens,
-        adaptive_coverage=args.adaptive_coverage,
-        grow_tolerance=args.grow_tolerance,
-        grow_step=args.grow_step,
-        grow_max_ratio=args.grow_max_ratio,
-        repair_ratio=args.repair_ratio,
-        repair_steps=args.repair_steps,
-        ape_temperature=args.ape_temperature,
-        ape_scale=args.ape_scale,
-    )
+    blend = BlendConfig(**{f.name: getattr(args, f.name) for f in _blend_fields()})
     config = CacheConfig(
         store_dir=args.store,
         model=args.model,

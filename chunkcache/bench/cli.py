@@ -1,10 +1,10 @@
 """`chunkcache bench`: the sub-command's options, presets and entry point."""
 
 import argparse
-import os
 from pathlib import Path
 
 from chunkcache.bench.variants import DEFAULT_PEERS, PEERS
+from chunkcache.environment import store_dir
 
 # Sized for 2 quiet CPU cores and the default model: the default preset takes about 13-15 minutes,
 # --quick about 3 (the 20-chunk size alone costs --quick about 1.5 minutes more: add it with --sizes).
@@ -75,7 +75,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for bench.json, summary.md and the plots")
     p.add_argument("--quick", action="store_true", help="the short preset: sizes 2,5,10, one repeat, 3 examples (about 3 minutes)")
     p.add_argument("--limit", type=int, default=None, help="examples in the quality sweep (default: 12, --quick 3); the TTFT sweep reads what it needs")
-    p.add_argument("--store", default=os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store"),
+    p.add_argument("--store", default=store_dir(),
                    help="store directory: converted model and the KV store the bench warms (default: %(default)s, or $CHUNKCACHE_STORE)")
     p.add_argument("--model", default=None, help="'default' (SmolLM2-135M-Instruct), a local Hugging Face checkpoint dir, or a .gguf file")
     p.add_argument("--kernels", action="store_true", help="also run chunkcache.bench.kernels and include its table")

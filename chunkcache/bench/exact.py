@@ -9,12 +9,13 @@ tokens, and their TTFT against reuse's (median ratio, with a 95% bootstrap inter
 """
 
 import argparse
-import os
 import statistics
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from chunkcache.environment import store_dir
 
 
 def run(store: str, data: str, limit: int, max_new_tokens: int, repeats: int, model: str | None, progress: bool) -> dict:
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m chunkcache.bench.exact", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="2wikimqa", help="QA JSONL or a shared set by name (default: %(default)s)")
     p.add_argument("--limit", type=int, default=50, help="examples, one prompt each (default: %(default)s)")
-    p.add_argument("--store", default=os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store"))
+    p.add_argument("--store", default=store_dir())
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per example and mode (default: %(default)s)")

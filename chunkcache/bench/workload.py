@@ -31,7 +31,6 @@
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import threading
@@ -45,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from chunkcache.bench.report import machine_line
+from chunkcache.environment import store_dir
 from chunkcache.evaluation import _answer_text  # the answer up to its first end-of-sequence token, as eval scores it
 
 LINES = ("prefix", "blend", "blend+chain", "blend+refine")
@@ -463,7 +463,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m chunkcache.bench.workload", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="QA JSONL or a shared set by name (2wikimqa, musique, ...)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--store", default=os.environ.get("CHUNKCACHE_STORE", "./chunkcache-store"),
+    p.add_argument("--store", default=store_dir(),
                    help="store directory (the converted model; the bench's stores go under it)")
     p.add_argument("--model", default=None)
     p.add_argument("--quiet", action="store_true")
