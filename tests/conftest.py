@@ -28,14 +28,49 @@ def default_model_dir(default_store) -> Path:
     return resolve_model_dir(None, default_store)
 
 
+# What the tiny tokenizer learns its merges from: words the tests' passages and questions use, so
+# they take a few tokens each; any other text still tokenizes (byte-level: every byte is a token).
+_TINY_CORPUS = (
+    "The ferry leaves at seven o'clock from the north pier. When does the ferry leave?",
+    "Alice wrote the report about the river. Who wrote the report? The answer is Alice.",
+    "A passage about the city, its bridge and its harbour. Paris is the capital of France.",
+    "Question: what does the note say? Answer the question using the passages below.",
+    "You are a helpful assistant. Use the documents to answer. Title: Notes. Text: one two three.",
+)
+# ChatML, as SmolLM2 writes it: the prompt builder needs a plain template it can split at the passages.
+_TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A byte-level BPE (at most 512 tokens) trained here on `_TINY_CORPUS`, with a ChatML chat template:
+    self-contained and offline, unlike borrowing a downloaded model's tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_TINY_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.chat_template = _TINY_CHAT_TEMPLATE
+    return fast
+
+
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, default_model_dir) -> Path:
-    """A 2-layer random Llama (GQA, head_dim 16) with the default model's tokenizer and chat template."""
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer random Llama (GQA, head_dim 16) with the tiny byte-level tokenizer and a ChatML template."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    tok = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,

@@ -10,7 +10,7 @@ PASSAGE = {"title": "Greyhaven", "text": "The Greyhaven lighthouse has been kept
 QUESTION = "Who keeps the Greyhaven lighthouse?"
 
 
-@pytest.mark.parametrize("which", ["tiny_model_dir", "default_model_dir"])
+@pytest.mark.parametrize("which", ["tiny_model_dir", pytest.param("default_model_dir", marks=pytest.mark.slow)])
 def test_ape_with_one_chunk_at_t_1_s_1_equals_full_prefill(which, request, tmp_path):
     model_dir = request.getfixturevalue(which)
     neutral = BlendConfig(ape_temperature=1.0, ape_scale=1.0)

@@ -138,7 +138,9 @@ def test_a_disk_budget_under_lfu_keeps_the_most_reused_context(tiny_model_dir, t
 
     with ChunkCache(store_dir=str(tmp_path / "size"), model=str(tiny_model_dir), memory_bytes=0) as cache:
         cache.answer(Q, [A, B], mode="full", max_new_tokens=1)
-        one_context = cache.stats().bytes
+        ab = cache.stats().bytes
+        cache.answer(Q, [C, D], mode="full", max_new_tokens=1)
+        one_context = max(ab, cache.stats().bytes - ab)  # room for two of the larger context, not three
     with ChunkCache(store_dir=str(tmp_path / eviction), model=str(tiny_model_dir), memory_bytes=0,
                     disk_bytes=int(2.5 * one_context), eviction=eviction) as cache:
         cache.answer(Q, [A, B], mode="full", max_new_tokens=1)

@@ -16,6 +16,7 @@ def test_every_command_has_help(capsys):
         assert "usage: chunkcache " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow  # the real default model
 def test_eval_on_the_demo_set_writes_the_report(tmp_path, default_model_dir, capsys):
     out = tmp_path / "eval.json"
     rc = main([
@@ -82,6 +83,7 @@ def test_a_query_log_is_read_as_plain_lines_or_jsonl(tmp_path):
         _logged_questions(str(tmp_path / "missing.txt"))
 
 
+@pytest.mark.slow  # the real default model
 def test_warm_with_a_query_log_stores_those_contexts_exactly(tmp_path, default_model_dir, capsys):
     store = tmp_path / "store"
     docs = tmp_path / "docs.jsonl"

@@ -10,6 +10,8 @@ import pytest
 from chunkcache import ChunkCache
 from chunkcache.scores import kl_divergence
 
+pytestmark = pytest.mark.slow  # codec answers are compared on the real default model
+
 PASSAGES = [
     {"title": "Greyhaven", "text": "The Greyhaven lighthouse has been kept by Ada Morrow since 1931. Its lamp burned whale oil until 1950, when it was electrified."},
     {"title": "Harbour", "text": "The harbour of Greyhaven freezes in January; ferries to the mainland leave at seven o'clock from the north pier."},

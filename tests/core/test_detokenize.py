@@ -4,6 +4,8 @@ import pytest
 
 from chunkcache.detokenize import IncrementalDetokenizer
 
+pytestmark = pytest.mark.slow  # SmolLM2's own tokenizer (its byte pieces and specials are the point)
+
 TEXTS = [
     "The Eiffel Tower is in Paris; it was finished in 1889.",
     "Zürich, Kraków and São Paulo — naïve café façade, 東京タワー and 😀🚀 emoji.",

@@ -47,14 +47,15 @@ def _tiny_family_dir(family, llama_dir, out):
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_model_dir, default_model_dir, tmp_path_factory):
-    """name ("real", or a TINY family) -> (Engine, HF model), each built once per module."""
+def engines(tiny_model_dir, request, tmp_path_factory):
+    """name ("real", or a TINY family) -> (Engine, HF model), each built once per module; the
+    real default model is converted and loaded only when a (slow) test asks for it."""
     made = {}
 
     def get(name):
         if name not in made:
             if name == "real":
-                path = default_model_dir
+                path = request.getfixturevalue("default_model_dir")
             elif name == "llama":
                 path = tiny_model_dir
             else:
@@ -105,7 +106,7 @@ def _blend_logits(engine, prefix, chunks, suffix, plan):
     return gen.logits(res.hidden), res.recomputed, kv
 
 
-@pytest.mark.parametrize("which", TINY + ["real"])
+@pytest.mark.parametrize("which", TINY + [pytest.param("real", marks=pytest.mark.slow)])
 def test_forward_matches_hugging_face(which, engines):
     engine, model = engines(which)
     ids = torch.randint(3, engine.gen.spec.vocab_size, (61,), generator=torch.Generator().manual_seed(1))
@@ -125,7 +126,7 @@ def test_decode_steps_match_hugging_face(tiny):
 
 
 @pytest.mark.parametrize("which,deviation", [(f, d) for f in TINY for d in ("probe", "v", "vattn")]
-                         + [("real", "probe"), ("real", "vattn")])
+                         + [pytest.param("real", d, marks=pytest.mark.slow) for d in ("probe", "vattn")])
 def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, engines):
     engine, model = engines(which)
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size)
@@ -136,6 +137,7 @@ def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, engines):
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.slow  # the real default model
 def test_reuse_differs_from_full_and_blend_moves_towards_it(real):
     engine, model = real
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=3)

@@ -223,6 +223,7 @@ def test_evaluate_needs_full_first():
 
 
 # -- the real model, tiny ----------------------------------------------------------------------
+@pytest.mark.slow  # the real default model
 def test_eval_compares_variants_with_teacher_agreement(tmp_path, default_store, default_model_dir, capsys):
     from chunkcache.cli import main
 

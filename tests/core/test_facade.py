@@ -9,6 +9,8 @@ import torch
 from chunkcache import ChunkCache, ContextTooLongError, InvalidRequestError
 from chunkcache.sampling import SamplingParams
 
+pytestmark = pytest.mark.slow  # every answer runs on the real default model
+
 DEMO = Path(__file__).resolve().parents[2] / "chunkcache" / "demo" / "demo_qa.jsonl"
 
 

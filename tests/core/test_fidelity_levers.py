@@ -11,6 +11,8 @@ import torch
 from chunkcache import ChunkCache
 from chunkcache.scores import kl_divergence
 
+pytestmark = pytest.mark.slow  # fidelity is measured on the real default model
+
 QA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qa" / "2wikimqa.jsonl"
 
 

@@ -17,12 +17,12 @@ READERS = 3
 
 
 @pytest.fixture(scope="module")
-def open_corpus(default_model_dir):
+def open_corpus(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from chunkcache.retrieval import Corpus, Embedder
 
-    tokenizer, embedder = AutoTokenizer.from_pretrained(default_model_dir), Embedder()
+    tokenizer, embedder = AutoTokenizer.from_pretrained(tiny_model_dir), Embedder()
     return lambda directory: (lambda: Corpus(str(directory), tokenizer, embedder))
 
 

@@ -5,6 +5,8 @@ from transformers import AutoTokenizer
 
 from chunkcache.prompt import Passage, PromptBuilder, PromptConfig, Turn
 
+pytestmark = pytest.mark.slow  # SmolLM2's own chat template (the prompt split is the point)
+
 
 @pytest.fixture(scope="module")
 def tokenizer(default_model_dir):

@@ -8,6 +8,8 @@ from chunkcache import ChunkCache, InvalidRequestError, NotFoundError
 from chunkcache.prompt import Passage
 from chunkcache.retrieval import load_paths
 
+pytestmark = pytest.mark.slow  # the corpus and answers run on the real default model
+
 DOCS = Path(__file__).resolve().parents[2] / "chunkcache" / "demo" / "docs"
 
 

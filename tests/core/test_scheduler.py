@@ -46,6 +46,7 @@ def default_cache(tmp_path_factory, default_model_dir):
     cc.close()
 
 
+@pytest.mark.slow  # the real default model
 def test_batched_answers_equal_answers_alone_on_the_default_model(default_cache):
     jobs = _jobs(_examples()[:6])
     alone = [default_cache.answer(**job) for job in jobs]
@@ -70,6 +71,7 @@ def test_tiny_model_many_streams(tmp_path, tiny_model_dir):
         assert cc.scheduler.running == 0
 
 
+@pytest.mark.slow  # the real default model
 def test_a_cancelled_or_failing_stream_leaves_the_others_alone(default_cache):
     ex = _examples()[0]
     base = dict(question=ex["question"], passages=ex["passages"], mode="reuse", max_new_tokens=12)
