@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from chunkcache.errors import ConfigError
 from chunkcache.names import DEFAULT_CODEC, DEFAULT_ZSTD_LEVEL
+from chunkcache.storage.codec import CodecSpec
 from chunkcache.storage.keys import chain_keys, chunk_key
 
 PARAMS_KEY = "chunkcache"
@@ -60,7 +61,8 @@ class ConnectorSettings:
 
     @property
     def codec_tag(self) -> str:
-        return self.codec if self.zstd_level is None else f"{self.codec}+zstd{self.zstd_level}"
+        """The codec part of chunkcache's keys, as the store writes it (`CodecSpec.tag`)."""
+        return CodecSpec(self.codec, self.zstd_level).tag
 
 
 def connector_settings(cache, recompute_last: int = 0) -> dict:
