@@ -3,23 +3,25 @@
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
-from chunkcache.answering import Request, generate, start
 from chunkcache.chain import ChainStore
 from chunkcache.chunk_store import ChunkStore
-from chunkcache.chunk_kv import PrefixKV
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
 from chunkcache.engine import Engine
 from chunkcache.errors import CacheClosedError, ContextTooLongError, InvalidRequestError
+from chunkcache.kv import PrefixKV
 from chunkcache.names import CHAIN_MODES, DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
-from chunkcache.recompute import BlendPlan
+from chunkcache.prompt_phase import start
+from chunkcache.request import Request
 from chunkcache.sampling import Sampler, SamplingParams
 from chunkcache.scheduler import Scheduler
 from chunkcache.stopping import StopText, stop_sequences
+from chunkcache.stream import decode_alone
 from chunkcache.types import Answer, PassageHit, Timings
 
 
@@ -78,7 +80,8 @@ class Answerer:
         tokenizer = self.engine.gen.tokenizer
         t_tok = time.perf_counter() - t_start
 
-        blend = blend or self.config.blend
+        # The request's levers: the caller's or the cache's, with this request's ratio.
+        blend = replace(blend or self.config.blend, recompute_ratio=ratio)
         text_out = _TextStream(tokenizer, on_token, stops)
         push = text_out.push
         # In this thread: store reads overlap the model's work for others. First the longest
@@ -96,14 +99,12 @@ class Answerer:
             warm_s, kv_stored = rest.warm_s, rest.stored
         elif mode != "full":
             cached, hits = exact, [True] * e
-        plan = BlendPlan.from_config(blend, ratio, chunk_ids[e:]) if mode == "blend" else None
-        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, plan,
-                      grow_tolerance=blend.grow_tolerance, grow_step=blend.grow_step, grow_max_ratio=blend.grow_max_ratio,
-                      repair_ratio=blend.repair_ratio, repair_steps=blend.repair_steps, exact_chunks=e)
+        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, blend, exact_chunks=e)
         if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
             teacher = tuple(int(t) for t in teacher_ids)
             with self._lock, torch.inference_mode():
-                out = generate(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop, teacher)
+                stream = start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop)
+                out = decode_alone(self.engine, stream, teacher)
         else:  # decoded in a batch with whatever else is running (greedy tokens are the same)
             future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop))
             out = future.result().result()

@@ -17,13 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from chunkcache.chunk_kv import PrefixKV
 from chunkcache.engine import Engine
-from chunkcache.kv import WorkingKV
+from chunkcache.kernels import lossless_codec
+from chunkcache.kv import PrefixKV, WorkingKV
 from chunkcache.storage import CodecSpec, KVStore, Payload, chain_keys
-
-# Lossless for the working cache's dtype: a chain entry puts back the very bytes a full prefill wrote.
-LOSSLESS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class ChainStore:
@@ -32,7 +29,8 @@ class ChainStore:
     def __init__(self, engine: Engine, prefix: PrefixKV, prefix_digest: str, store: KVStore):
         self.engine, self.prefix, self.store = engine, prefix, store
         self._prefix_digest = prefix_digest
-        self.codec = CodecSpec(LOSSLESS[engine.gen.dtype])
+        # Lossless for the working cache's dtype: a chain entry puts back the very bytes a full prefill wrote.
+        self.codec = CodecSpec(lossless_codec(engine.gen.dtype).name)
 
     def keys(self, chunk_ids: Sequence[Sequence[int]]) -> list[bytes]:
         """One key per chunk: chunk i's entry behind chunks 0..i-1."""

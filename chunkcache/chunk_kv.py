@@ -1,27 +1,9 @@
 """Chunk KV computed behind the shared prefix (packed warm-up batches); text chunking is retrieval/chunker.py."""
 
-import time
-from dataclasses import dataclass
-
 import torch
 
 from chunkcache.engine import Engine
-from chunkcache.kv import WorkingKV
-
-
-@dataclass(frozen=True)
-class PrefixKV:
-    """The shared prefix's cache, computed once. k (rotated), v: [L, Hkv, P, d]; ids: its tokens;
-    q: its rotated queries [L, H, P, d] (so later prefills attend as a causal square, maskless)."""
-
-    ids: tuple[int, ...]
-    k: torch.Tensor
-    v: torch.Tensor
-    q: torch.Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        return len(self.ids)
+from chunkcache.kv import ParallelSpan, PrefixKV, WorkingKV
 
 
 def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
@@ -32,14 +14,9 @@ def compute_prefix(engine: Engine, prefix_ids: list[int]) -> PrefixKV:
     return PrefixKV(tuple(prefix_ids), kv.k.clone(), kv.v.clone(), q)
 
 
-def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int) -> WorkingKV:
-    """A request cache with the prefix already in slots [0, P)."""
-    kv = WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype, engine.gen.device)
-    slots = kv.reserve(torch.arange(prefix.length, device=kv.pos.device))
-    kv.write_span(0, prefix.k, prefix.v)
-    kv.prefix_len, kv.prefix_q = prefix.length, prefix.q
-    assert slots.numel() == prefix.length
-    return kv
+def new_working_kv(engine: Engine, prefix: PrefixKV, capacity: int, parallel: ParallelSpan | None = None) -> WorkingKV:
+    """A request cache with the prefix already in slots [0, P) and room for `capacity` more."""
+    return WorkingKV(engine.gen.spec, prefix.length + capacity, engine.gen.dtype, engine.gen.device, prefix, parallel)
 
 
 def compute_chunks(engine: Engine, prefix: PrefixKV, chunks: list[list[int]]) -> list[torch.Tensor]:
@@ -75,8 +52,3 @@ def pack_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
         batches.append(current)
     return batches
 
-
-def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t

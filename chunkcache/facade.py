@@ -18,7 +18,7 @@ from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import compute_prefix
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.document_service import DocumentService
-from chunkcache.engine import ApeParams, Engine
+from chunkcache.engine import Engine
 from chunkcache.errors import InvalidRequestError
 from chunkcache.model import Generator
 from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER
@@ -58,7 +58,7 @@ class ChunkCache:
         self.model_dir = resolve_model_dir(config.model, root)
         hf_model, tokenizer = load_model(self.model_dir, config.torch_dtype, config.device)
         self.generator = Generator(hf_model, tokenizer, model_fingerprint(hf_model, hf_model.config.to_dict()))
-        self.engine = Engine(self.generator, ApeParams(config.blend.ape_temperature, config.blend.ape_scale))
+        self.engine = Engine(self.generator)
         self.prompt = PromptBuilder(tokenizer, config.prompt)
         with torch.inference_mode():
             self.prefix = compute_prefix(self.engine, self.prompt.prefix_ids)
@@ -113,9 +113,10 @@ class ChunkCache:
 
         mode: "full" | "reuse" | "blend" | "ape". recompute_ratio: blend's share of context
         tokens to recompute (default from the config). on_token receives each new text piece.
-        blend: per-request selection settings (check layer, deviation, sink tokens); default
-        from the config. should_stop: polled before each decode step; True ends the answer early
-        with finish_reason "cancelled" (a client that went away, a timeout).
+        blend: per-request levers (a BlendConfig: selection, growth, repair, APE's temperature and
+        scale; the ratio is `recompute_ratio`, else the cache config's); default from the config.
+        should_stop: polled before each decode step; True ends the answer early with
+        finish_reason "cancelled" (a client that went away, a timeout).
         teacher_ids: a reference answer's tokens (evaluation); the Answer then carries
         `teacher_agreement`, the share of positions where this run's top-1 token equals the
         reference's with the reference's tokens fed in. history: earlier chat turns (oldest

@@ -1,4 +1,6 @@
-"""The working KV cache of one request: rotated keys and values at absolute positions."""
+"""KV caches of the query path: the shared prefix's, computed once, and each request's working cache."""
+
+from dataclasses import dataclass
 
 import torch
 
@@ -6,16 +8,48 @@ from chunkcache.kernels import scatter_rows
 from chunkcache.model import ModelSpec
 
 
+@dataclass(frozen=True)
+class PrefixKV:
+    """The shared prefix's cache, computed once. k (rotated), v: [L, Hkv, P, d]; ids: its tokens;
+    q: its rotated queries [L, H, P, d] (so later prefills attend as a causal square, maskless)."""
+
+    ids: tuple[int, ...]
+    k: torch.Tensor
+    v: torch.Tensor
+    q: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class ParallelSpan:
+    """APE's contexts in a working cache: slots [start, end), every chunk at the same positions
+    after the prefix, attended apart from the other slots with `temperature` on their logits and
+    `scale` on their weight (`BlendConfig.ape_temperature`, `ape_scale`; see `layout.Parallel`)."""
+
+    start: int
+    end: int
+    temperature: float
+    scale: float
+
+
 class WorkingKV:
     """Preallocated per-request cache.
 
     k, v: [layers, kv_heads, capacity, head_dim]; keys are stored rotated at `pos`.
     pos: [capacity] int64 absolute positions; seg: [capacity] int64 segment ids (0 = shared).
-    `ape_slots` marks a slot range [start, end) whose keys are attended as APE's context part.
-    Every tensor lives on `device`.
+    Every tensor lives on `device`. Fixed at construction, read by the attention layout
+    (`layout.py`), never set by anyone else:
+      prefix    the shared prefix, written into slots [0, P) here (None: no shared prefix, as
+                while the prefix itself is computed); its queries let a prefill right after it
+                run as causal squares without a mask;
+      parallel  APE's span (None: every slot is attended by position, the usual causal cache).
     """
 
-    def __init__(self, spec: ModelSpec, capacity: int, dtype: torch.dtype, device: torch.device | str = "cpu"):
+    def __init__(self, spec: ModelSpec, capacity: int, dtype: torch.dtype, device: torch.device | str = "cpu",
+                 prefix: PrefixKV | None = None, parallel: ParallelSpan | None = None):
         self.spec = spec
         self.capacity = capacity
         shape = (spec.n_layers, spec.n_kv_heads, capacity, spec.head_dim)
@@ -26,11 +60,16 @@ class WorkingKV:
         self.pos = torch.zeros(capacity, dtype=torch.int64, device=device)
         self.seg = torch.zeros(capacity, dtype=torch.int64, device=device)
         self.length = 0
-        # The shared prefix in slots [0, prefix_len) and its rotated queries [L, H, P, d]: with
-        # them a prefill right after the prefix is a causal square that needs no mask.
-        self.prefix_len = 0
-        self.prefix_q: torch.Tensor | None = None
-        self.ape_slots: tuple[int, int] | None = None
+        self.prefix = prefix
+        self.parallel = parallel
+        if prefix is not None:
+            self.reserve(torch.arange(prefix.length, device=self.pos.device))
+            self.write_span(0, prefix.k, prefix.v)
+
+    @property
+    def prefix_len(self) -> int:
+        """Slots [0, prefix_len) hold the shared prefix."""
+        return 0 if self.prefix is None else self.prefix.length
 
     def reserve(self, positions: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
         """Claim the next len(positions) slots; returns their indices [T] int64."""

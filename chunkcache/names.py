@@ -15,7 +15,7 @@ DEFAULT_CODEC = "fp16"
 DEFAULT_ZSTD_LEVEL = None
 DEFAULT_MEMORY_BYTES = 512 * 2**20
 
-# How an answer uses the cache (answering.py describes each).
+# How an answer uses the cache (prompt_phase.py describes each).
 MODES = ("full", "reuse", "blend", "ape", "prefix")
 # Modes that look up chain entries (the exact leading run of chunks, `chain.py`). APE places
 # chunks at shared positions, never where a chain entry was computed; full is the baseline.

@@ -10,10 +10,10 @@ Selection (which context tokens get fresh K/V):
   vattn   V deviation weighted by the question's attention at check_layer;
   oracle  scores given by the caller (true deviation from a full prefill): a diagnostic of
           selection's ceiling, never a serving mode.
-Then, optionally: span smoothing of the scores, gradual filtering (a per-layer budget that
-shrinks, survivors re-scored by the current layer's question attention), and `refresh`, which
-recomputes more context tokens later (growing the set before the first token, or repairing it
-while decoding). Every mask is built from absolute positions.
+Then, optionally: span smoothing of the scores and gradual filtering (a per-layer budget that
+shrinks, survivors re-scored by the current layer's question attention). More context tokens
+are recomputed later by `repair.py` (growing the set before the first token, or repairing it
+while decoding), in the order of `BlendResult.queue`. Every mask is built from absolute positions.
 """
 
 from collections.abc import Sequence
@@ -35,34 +35,42 @@ from chunkcache.blending import (
     token_deviation,
 )
 from chunkcache.config import BlendConfig
-from chunkcache.engine import Engine, Rows
+from chunkcache.engine import Engine
 from chunkcache.kv import WorkingKV
+from chunkcache.layout import layout_for
 
 
 @dataclass(frozen=True)
 class BlendPlan:
-    """How one request picks and recomputes context tokens (built from `BlendConfig`)."""
+    """How one request picks and recomputes context tokens: its `BlendConfig` (every lever, the
+    request's ratio included) and what follows from its chunks.
 
-    ratio: float
-    deviation_of: str = "probe"
-    check_layer: int = 1  # v/k/vattn: layers 0..check_layer run every token
-    full_layers: int = 0  # probe/oracle: leading layers that still run every context token
-    probe_from: float = 1 / 3  # probe sums the question's attention over layers [from*L, L)
-    gradual_start: float = 1.0  # first layer's budget as a multiple of r, shrinking linearly; 1 = fixed
-    span_window: int = 0  # moving-average window of the scores within a passage; 0/1 = off
-    forced: torch.Tensor | None = None  # [F] context indices always recomputed (chunk sinks)
-    adaptive_coverage: float | None = None  # share of total deviation to cover; None = fixed ratio
-    chunk_lengths: tuple[int, ...] = ()  # passage lengths (span smoothing stays inside a passage)
-    oracle_scores: torch.Tensor | None = None  # [N] given scores, for deviation_of="oracle"
+    chunk_lengths: passage lengths (span smoothing stays inside a passage; () = one passage);
+    forced: [F] context indices always recomputed (the chunks' sink tokens), or None;
+    oracle_scores: [N] given scores, for deviation_of="oracle" (a diagnostic).
+    """
+
+    config: BlendConfig
+    chunk_lengths: tuple[int, ...] = ()
+    forced: torch.Tensor | None = None
+    oracle_scores: torch.Tensor | None = None
 
     @classmethod
-    def from_config(cls, cfg: BlendConfig, ratio: float, chunk_ids: Sequence[Sequence[int]]) -> "BlendPlan":
-        """One request's plan: `cfg`'s selection settings, this request's ratio and chunks."""
+    def from_config(cls, config: BlendConfig, chunk_ids: Sequence[Sequence[int]],
+                    device: torch.device | str = "cpu") -> "BlendPlan":
+        """The plan of `config` over these chunks (`forced` on `device`)."""
         lengths = [len(c) for c in chunk_ids]
-        return cls(ratio=float(ratio), deviation_of=cfg.deviation_of, check_layer=cfg.check_layer,
-                   full_layers=cfg.full_layers, probe_from=cfg.probe_from, gradual_start=cfg.gradual_start,
-                   span_window=cfg.span_window, adaptive_coverage=cfg.adaptive_coverage, chunk_lengths=tuple(lengths),
-                   forced=chunk_starts_forced(lengths, cfg.sink_tokens) if cfg.sink_tokens > 0 else None)
+        forced = chunk_starts_forced(lengths, config.sink_tokens).to(device) if config.sink_tokens > 0 else None
+        return cls(config, tuple(lengths), forced)
+
+    @property
+    def ratio(self) -> float:
+        return self.config.recompute_ratio
+
+    @property
+    def recomputes_nothing(self) -> bool:
+        """Ratio 0 with nothing forced or adaptive: exactly reuse (no probe, growth or repair)."""
+        return self.ratio == 0 and self.config.adaptive_coverage is None and (self.forced is None or self.forced.numel() == 0)
 
 
 @dataclass(frozen=True)
@@ -163,45 +171,45 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     ctx_cached: [L, 2, Hkv, N, d] the chunks' stored pre-RoPE K/V (for v/k/vattn deviation);
     ctx_ids: [N]; suffix_ids/suffix_pos: [S]. The suffix always runs through every layer.
     """
-    gen = engine.gen
+    gen, cfg = engine.gen, plan.config
     n_layers = gen.spec.n_layers
     n, s = ctx_ids.numel(), suffix_ids.numel()
     ctx = _context_range(ctx_slots)
     lengths = list(plan.chunk_lengths) or [n]
     scores = None
-    if plan.deviation_of == "probe":
-        suffix_slots, scores = probe(engine, kv, ctx_slots, suffix_ids, suffix_pos, plan.probe_from)
+    if cfg.deviation_of == "probe":
+        suffix_slots, scores = probe(engine, kv, ctx_slots, suffix_ids, suffix_pos, cfg.probe_from)
     else:
         suffix_slots = kv.reserve(suffix_pos)
-        if plan.deviation_of == "oracle":
+        if cfg.deviation_of == "oracle":
             if plan.oracle_scores is None or plan.oracle_scores.numel() != n:
                 raise ValueError("deviation_of='oracle' needs oracle_scores of the context's length")
             scores = plan.oracle_scores
     # Layers < narrow_at run every token; from narrow_at on, only the selected ones and the suffix.
-    narrow_at = plan.full_layers if scores is not None else min(plan.check_layer, n_layers - 1) + 1
+    narrow_at = cfg.full_layers if scores is not None else min(cfg.check_layer, n_layers - 1) + 1
     narrow_at = min(narrow_at, n_layers)
     slots = torch.cat((ctx_slots, suffix_slots))  # [N+S]
     pos = kv.pos[slots]  # [N+S]
     cos_all, sin_all = gen.rope(pos)  # [N+S, d]
-    budgets = gradual_budgets(n, plan.ratio, n_layers - narrow_at, plan.gradual_start)  # start 1: budget(n, r) each
+    budgets = gradual_budgets(n, plan.ratio, n_layers - narrow_at, cfg.gradual_start)  # start 1: budget(n, r) each
     n_forced = 0 if plan.forced is None else plan.forced.numel()
     order = None
     dev = kv.pos.device
     selected = torch.arange(n, device=dev)
     active = torch.arange(n + s, device=dev)
-    mask = engine.mask_for(kv, pos)  # rebuilt whenever the active set changes
+    layout = layout_for(gen.spec, kv, pos)  # rebuilt whenever the active set changes
     h = gen.embed(torch.cat((ctx_ids, suffix_ids)))
 
     def narrow():
-        nonlocal order, selected, active, h, mask
+        nonlocal order, selected, active, h, layout
         k0 = budgets[0] if budgets else 0
-        if plan.adaptive_coverage is not None:
-            k0 = adaptive_budget(scores, plan.adaptive_coverage, plan.ratio)
-        order = rank_tokens(smooth_within(scores, lengths, plan.span_window), plan.forced)
+        if cfg.adaptive_coverage is not None:
+            k0 = adaptive_budget(scores, cfg.adaptive_coverage, plan.ratio)
+        order = rank_tokens(smooth_within(scores, lengths, cfg.span_window), plan.forced)
         selected = order[: max(k0, n_forced)].sort().values
         keep = torch.cat((selected, torch.arange(n, n + s, device=dev)))
         h, active = h[keep], keep
-        mask = engine.mask_for(kv, pos[active])
+        layout = layout_for(gen.spec, kv, pos[active])
 
     if narrow_at == 0:
         narrow()
@@ -213,16 +221,16 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
         q, k, v = gen.qkv(layer, h)
         q_rot, k_rot = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if scores is None and layer == narrow_at - 1:
-            use_k = plan.deviation_of == "k"
+            use_k = cfg.deviation_of == "k"
             scores = token_deviation(k[:, :n] if use_k else v[:, :n], ctx_cached[layer, 0 if use_k else 1])  # [N]
-            if plan.deviation_of == "vattn":
+            if cfg.deviation_of == "vattn":
                 scores = scores * engine.query_attention(q_rot[:, n:], k_rot[:, :n])
         kv.write(layer, slots[active], k_rot, v)
         if layer == n_layers - 1:  # only the suffix's output is used: the context rows need just their K/V
-            rows = engine.mask_for(kv, pos[active][-s:])
-            h = gen.finish(layer, h[-s:], gen.attention(q_rot[:, -s:], *kv.keys(layer), rows))
+            rows = layout_for(gen.spec, kv, pos[active][-s:])
+            h = gen.finish(layer, h[-s:], rows.attend(gen, kv, layer, q_rot[:, -s:]))
             break
-        h = gen.finish(layer, h, gen.attention(q_rot, *kv.keys(layer), mask))
+        h = gen.finish(layer, h, layout.attend(gen, kv, layer, q_rot))
         if layer + 1 == narrow_at and narrow_at < n_layers:
             narrow()
         elif layer + 1 > narrow_at and layer + 1 < n_layers:
@@ -235,7 +243,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
                 selected = selected[local]
                 keep = torch.cat((local, torch.arange(h.shape[0] - s, h.shape[0], device=dev)))
                 h, active = h[keep], active[keep]
-                mask = engine.mask_for(kv, pos[active])
+                layout = layout_for(gen.spec, kv, pos[active])
     if order is None:  # narrow_at == n_layers: every token ran through every layer
         order = torch.arange(n, device=dev)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -244,19 +252,3 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     mean_tokens = sum(per_layer) / len(per_layer) if per_layer else float(n)
     return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, mean_tokens=mean_tokens)
 
-
-def refresh_rows(kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: torch.Tensor, ctx_idx: torch.Tensor,
-                 tail_slots: torch.Tensor, tail_ids: torch.Tensor) -> Rows:
-    """The rows that recompute context tokens ctx_idx [M] together with the tail (question,
-    generated tokens, the current input token: slots [T] already reserved, ids [T]); each
-    writes fresh K/V at its slot in every layer (see `Engine.forward_rows`)."""
-    ctx_idx = ctx_idx.sort().values  # in position order: attention then runs as `Stairs`
-    return Rows(kv, torch.cat((ctx_ids[ctx_idx], tail_ids)), torch.cat((ctx_slots[ctx_idx], tail_slots)))
-
-
-@torch.inference_mode()
-def refresh(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_ids: torch.Tensor, ctx_idx: torch.Tensor,
-            tail_slots: torch.Tensor, tail_ids: torch.Tensor) -> torch.Tensor:
-    """Recompute context tokens ctx_idx [M] with the tail (see `refresh_rows`) through every layer.
-    Returns the tail's last hidden state [1, D]."""
-    return engine.forward_rows([refresh_rows(kv, ctx_slots, ctx_ids, ctx_idx, tail_slots, tail_ids)])

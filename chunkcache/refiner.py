@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from chunkcache.answering import _place
+from chunkcache.assembly import place
 from chunkcache.chain import ChainStore
-from chunkcache.chunk_kv import PrefixKV, new_working_kv
+from chunkcache.chunk_kv import new_working_kv
 from chunkcache.config import RefineConfig
 from chunkcache.engine import Engine
+from chunkcache.kv import PrefixKV
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def compute_chain(engine: Engine, prefix: PrefixKV, chains: ChainStore, chunk_id
         if e:
             positions = torch.arange(p, p + n_exact, device=dev)
             kv.reserve(positions)
-            _place(engine, kv, p, exact, positions)
+            place(engine, kv, p, exact, positions)
         ids = torch.tensor([t for c in chunk_ids[e:] for t in c], dtype=torch.int64, device=dev)
         steps = engine.prefill_steps(kv, ids, torch.arange(p + n_exact, p + n, device=dev), keep=0)
     while True:

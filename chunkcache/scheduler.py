@@ -1,12 +1,12 @@
 """Continuous batching on the in-process generator (the scheduling idea of vLLM and SGLang, small).
 
 One scheduler thread owns the model while requests are answered. A request's prompt phase
-(chunk KV load, prefill or blend, the first token) runs alone; then the request joins the
-running set, and every running request's next decode step goes through ONE forward
-(`answering.decode_step`: projections and MLP over all rows, attention per request over its own
-cache). New requests join at step boundaries: each loop admits one waiting request, then takes
-one step of the batch, so a newcomer waits at most one step for its prompt phase and the running
-ones are never starved. A request is done on a stop token, at its length, or when its
+(`prompt_phase.start`: placing its chunks' KV, already loaded by the caller's thread, then the
+prefill or blend and the first token) runs alone; then the request joins the running set, and
+every running request's next decode step goes through ONE forward (`stream.decode_step`:
+projections and MLP over all rows, attention per request over its own cache). New requests join
+at step boundaries: each loop admits one waiting request, then takes one step of the batch, so a
+newcomer waits at most one step for its prompt phase and the running ones are never starved. A request is done on a stop token, at its length, or when its
 `should_stop` says so (a client gone, a timeout); it is then removed before the next step.
 
 Concurrency model: callers block on a Future; the scheduler holds the model lock for each prompt
@@ -21,9 +21,9 @@ from concurrent.futures import Future
 
 import torch
 
-from chunkcache.answering import Stream, decode_step
 from chunkcache.engine import Engine
 from chunkcache.errors import CacheClosedError
+from chunkcache.stream import Stream, decode_step
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ class Scheduler:
         live = []
         for stream, future in self._running:
             try:
-                done = stream.done
+                finished = stream.finished
             except BaseException as exc:  # should_stop raised
                 future.set_exception(exc)
                 continue
-            if done:
+            if finished:
                 future.set_result(stream)
             else:
                 live.append((stream, future))

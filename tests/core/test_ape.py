@@ -29,3 +29,14 @@ def test_ape_defaults_are_not_neutral(tiny_model_dir, tmp_path):
         ape = cc.answer(QUESTION, [PASSAGE], mode="ape", max_new_tokens=1, return_logprobs=True)
         full = cc.answer(QUESTION, [PASSAGE], mode="full", max_new_tokens=1, return_logprobs=True)
     assert (ape.first_logprobs - full.first_logprobs).abs().max() > 1e-3
+
+
+def test_a_requests_own_ape_knobs_apply(tiny_model_dir, tmp_path):
+    """APE's temperature and scale are levers of the request's BlendConfig like every other: a
+    cache at the default T = S = 0.9 answers a request that asks for 1 and 1 as a full prefill."""
+    neutral = BlendConfig(ape_temperature=1.0, ape_scale=1.0)
+    with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir), persist=False) as cc:
+        ape = cc.answer(QUESTION, [PASSAGE], mode="ape", max_new_tokens=6, return_logprobs=True, blend=neutral)
+        full = cc.answer(QUESTION, [PASSAGE], mode="full", max_new_tokens=6, return_logprobs=True)
+    torch.testing.assert_close(ape.first_logprobs, full.first_logprobs, rtol=1e-4, atol=2e-4)
+    assert ape.token_ids == full.token_ids

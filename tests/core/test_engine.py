@@ -3,12 +3,17 @@
 import pytest
 import torch
 
-from chunkcache.answering import Request, _assemble
+from chunkcache.assembly import assemble
 from chunkcache.chunk_kv import compute_chunks, compute_prefix, new_working_kv
+from chunkcache.config import BlendConfig
 from chunkcache.engine import Engine
+from chunkcache.kv import WorkingKV
+from chunkcache.layout import causal_blocks
 from chunkcache.recompute import BlendPlan, blend
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint
+from chunkcache.repair import Decoder
+from chunkcache.request import Request
 
 
 def _engine(model_dir):
@@ -89,14 +94,19 @@ def _split_prompt(vocab, seed=0):
     return prefix, chunks, suffix
 
 
+def _plan(ratio, **levers):
+    return BlendPlan(BlendConfig(recompute_ratio=ratio, **levers))
+
+
 def _blend_logits(engine, prefix, chunks, suffix, plan):
     """Reuse/blend the chunks' independently computed caches; logits of the suffix tokens."""
     gen = engine.gen
     pre = compute_prefix(engine, prefix)
     cached = compute_chunks(engine, pre, chunks)
     p, n, s = len(prefix), sum(map(len, chunks)), len(suffix)
-    req = Request("blend", tuple(map(tuple, chunks)), tuple(suffix), max_new_tokens=1)
-    kv, slots, stacked, _ = _assemble(engine, pre, req, cached, n + s, ape=False)
+    req = Request("blend", tuple(map(tuple, chunks)), tuple(suffix), 1, BlendConfig())
+    a = assemble(engine, pre, req, cached, n + s, stacked=True)
+    kv, slots, stacked = a.kv, a.slots, a.stacked
     ctx = torch.tensor([t for c in chunks for t in c])
     suf = torch.tensor(suffix)
     if plan is None:
@@ -120,9 +130,9 @@ def test_decode_steps_match_hugging_face(tiny):
     engine, model = tiny
     ids = torch.randint(3, engine.gen.spec.vocab_size, (20,), generator=torch.Generator().manual_seed(2))
     ref = _hf_logits(model, ids)
-    kv = new_working_kv(engine, compute_prefix(engine, ids[:15].tolist()), 5)
+    decoder = Decoder(engine, new_working_kv(engine, compute_prefix(engine, ids[:15].tolist()), 5))
     for i in range(15, 20):
-        torch.testing.assert_close(engine.step(kv, int(ids[i]), i), ref[i], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(decoder.step(int(ids[i]), i), ref[i], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("which,deviation", [(f, d) for f in TINY for d in ("probe", "v", "vattn")]
@@ -132,7 +142,7 @@ def test_blend_at_ratio_one_reproduces_full_prefill(which, deviation, engines):
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=1.0, deviation_of=deviation))
+    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, _plan(1.0, deviation_of=deviation))
     assert selected.numel() == sum(map(len, chunks))
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
@@ -149,8 +159,8 @@ def test_reuse_differs_from_full_and_blend_moves_towards_it(real):
         return float((ref.exp() * (ref - lp)).sum())
 
     reuse, _, _ = _blend_logits(engine, prefix, chunks, suffix, None)
-    half, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.5))
-    half_v, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.5, deviation_of="v"))
+    half, _, _ = _blend_logits(engine, prefix, chunks, suffix, _plan(0.5))
+    half_v, _, _ = _blend_logits(engine, prefix, chunks, suffix, _plan(0.5, deviation_of="v"))
     assert kl(reuse) > 1e-4  # independent chunk caches really are approximate
     assert kl(half) < kl(reuse)
     assert kl(half_v) < kl(reuse)
@@ -164,7 +174,7 @@ def test_check_layer_past_the_last_layer_is_a_full_prefill(tiny, ratio):
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=4)
     ids = torch.tensor(prefix + [t for c in chunks for t in c] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=ratio, deviation_of="v", check_layer=99))
+    logits, _, _ = _blend_logits(engine, prefix, chunks, suffix, _plan(ratio, deviation_of="v", check_layer=99))
     torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
 
@@ -176,7 +186,7 @@ def test_blend_at_ratio_zero_recomputes_no_context_token(tiny, deviation):
     engine, _ = tiny
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=4)
     reuse, _, _ = _blend_logits(engine, prefix, chunks, suffix, None)
-    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.0, deviation_of=deviation, check_layer=0))
+    logits, selected, _ = _blend_logits(engine, prefix, chunks, suffix, _plan(0.0, deviation_of=deviation, check_layer=0))
     assert selected.numel() == 0
     if deviation == "probe":
         torch.testing.assert_close(logits, reuse, rtol=1e-4, atol=2e-4)
@@ -186,7 +196,7 @@ def test_blend_at_ratio_zero_recomputes_no_context_token(tiny, deviation):
 def test_query_tokens_always_recomputed(tiny, deviation):
     engine, _ = tiny
     prefix, chunks, suffix = _split_prompt(engine.gen.spec.vocab_size, seed=5)
-    logits, selected, kv = _blend_logits(engine, prefix, chunks, suffix, BlendPlan(ratio=0.05, deviation_of=deviation, check_layer=0))
+    logits, selected, kv = _blend_logits(engine, prefix, chunks, suffix, _plan(0.05, deviation_of=deviation, check_layer=0))
     n, s = sum(map(len, chunks)), len(suffix)
     assert logits.shape[0] == s and torch.isfinite(logits).all()
     assert selected.numel() == -(-n * 5 // 100)
@@ -203,7 +213,7 @@ def test_selection_uses_position_exact_masks(tiny):
     single = [chunks[0]]
     ids = torch.tensor(prefix + single[0] + suffix)
     ref = _hf_logits(model, ids)[-len(suffix):]
-    for plan in (BlendPlan(ratio=0.3, deviation_of="v", check_layer=0), BlendPlan(ratio=0.3)):
+    for plan in (_plan(0.3, deviation_of="v", check_layer=0), _plan(0.3)):
         logits, _, _ = _blend_logits(engine, prefix, single, suffix, plan)
         torch.testing.assert_close(logits, ref, rtol=1e-4, atol=2e-4)
 
@@ -236,10 +246,13 @@ def test_maskless_causal_prefill_equals_the_position_masked_one(tiny, packed):
         pos, seg = torch.arange(len(prefix), len(prefix) + ids.numel()), None
     fast = new_working_kv(engine, pre, ids.numel())
     # A sliding window (Mistral) needs the position mask, so only windowless models go maskless.
-    assert (engine._causal_blocks(fast, pos, seg) is not None) == (engine.gen.spec.sliding_window is None)
-    slow = new_working_kv(engine, pre, ids.numel())
-    slow.prefix_q = None
-    assert engine._causal_blocks(slow, pos, seg) is None
+    spec = engine.gen.spec
+    assert (causal_blocks(spec, fast, pos, seg) is not None) == (spec.sliding_window is None)
+    # The same prefix written as plain slots, not as the cache's shared prefix: no causal squares.
+    slow = WorkingKV(spec, pre.length + ids.numel(), engine.gen.dtype)
+    slow.reserve(torch.arange(pre.length))
+    slow.write_span(0, pre.k, pre.v)
+    assert causal_blocks(spec, slow, pos, seg) is None
     h_fast, kv_fast = engine.prefill(fast, ids, pos, seg, collect=True)
     h_slow, kv_slow = engine.prefill(slow, ids, pos, seg, collect=True)
     torch.testing.assert_close(h_fast, h_slow, rtol=1e-5, atol=1e-5)

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from chunkcache import ChunkCache
-from chunkcache.answering import Request, _assemble
+from chunkcache.assembly import assemble
 from chunkcache.config import BlendConfig
 from chunkcache.chunk_kv import compute_chunks, compute_prefix
 from chunkcache.engine import Engine
 from chunkcache.model import Generator
 from chunkcache.model_files import load_model, model_fingerprint
 from chunkcache.prompt import as_passage
+from chunkcache.request import Request
 from chunkcache.storage import CODECS, CodecSpec, decode_kv, decode_payload, encode_kv
 
 PASSAGES = [
@@ -37,14 +38,14 @@ def test_payload_places_what_decode_then_rotate_places(tiny, codec, ape):
     chunks = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (13, 9, 20)]
     pre = compute_prefix(tiny, prefix)
     blobs = [encode_kv(c, CodecSpec(codec)) for c in compute_chunks(tiny, pre, chunks)]
-    req = Request("reuse", tuple(map(tuple, chunks)), (7,), max_new_tokens=1)
+    req = Request("ape" if ape else "reuse", tuple(map(tuple, chunks)), (7,), 1, BlendConfig())
     n = sum(map(len, chunks))
-    kv_old, _, stacked_old, _ = _assemble(tiny, pre, req, [decode_kv(b) for b in blobs], n + 1, ape=ape)
-    kv_new, _, stacked_new, _ = _assemble(tiny, pre, req, [decode_payload(b) for b in blobs], n + 1, ape=ape)
+    old = assemble(tiny, pre, req, [decode_kv(b) for b in blobs], n + 1, stacked=True)
+    new = assemble(tiny, pre, req, [decode_payload(b) for b in blobs], n + 1, stacked=True)
     end = pre.length + n
-    torch.testing.assert_close(kv_new.k[:, :, :end], kv_old.k[:, :, :end], rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(kv_new.v[:, :, :end], kv_old.v[:, :, :end], rtol=0, atol=0)
-    torch.testing.assert_close(stacked_new, stacked_old, rtol=0, atol=0)
+    torch.testing.assert_close(new.kv.k[:, :, :end], old.kv.k[:, :, :end], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(new.kv.v[:, :, :end], old.kv.v[:, :, :end], rtol=0, atol=0)
+    torch.testing.assert_close(new.stacked, old.stacked, rtol=0, atol=0)
 
 
 def _decoded_path(cc: ChunkCache) -> None:

@@ -1,0 +1,134 @@
+"""The prompt phase of one request: from its tokens (and its chunks' KV) to the first token.
+
+Modes (all reuse the shared prefix's KV):
+  full   plain prefill of every context and question token (the baseline);
+  prefix exact prefix reuse: the leading chunks that have chain entries (`chain.py`) are loaded
+         as a full prefill left them, the rest of the prompt is prefilled (vLLM's automatic
+         prefix caching, per chunk); always exact;
+  reuse  the chunks' cached KV placed at their positions, only the question is prefilled;
+  blend  reuse plus CacheBlend's selective recompute of the most deviating context tokens
+         (`recompute.py`), then optionally growth before the first token (`repair.grow`);
+  ape    parallel encoding: every chunk at the same positions after the prefix, the question's
+         attention to the contexts tempered and rescaled (APE, `layout.Parallel`), no recompute.
+In reuse and blend, `Request.exact_chunks` leading chunks come from chain entries: exact, never
+recomputed; selection, recompute and repair spend their budget on the chunks after them only.
+Decoding goes on in the returned `Stream` (`stream.py`).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from chunkcache.assembly import Cached, assemble, place
+from chunkcache.blending import budget
+from chunkcache.chunk_kv import new_working_kv
+from chunkcache.engine import Engine
+from chunkcache.kv import PrefixKV
+from chunkcache.recompute import BlendPlan, blend, oracle_scores
+from chunkcache.repair import Decoder, RepairPlan, grow
+from chunkcache.request import Request
+from chunkcache.sampling import Sampler
+from chunkcache.stream import PromptTimings, Stream
+
+
+@dataclass(frozen=True)
+class _Prompted:
+    """What a mode's prompt phase leaves: the decoder over the request's cache, the first token's
+    logits [V] (on the model's device), the next position, the context tokens recomputed, and
+    its clocks (reposition_s; prefill_t0, when the prefill's clock started)."""
+
+    decoder: Decoder
+    logits: torch.Tensor
+    next_pos: int
+    recomputed: int
+    reposition_s: float
+    prefill_t0: float
+
+
+def start(
+    engine: Engine,
+    prefix: PrefixKV,
+    req: Request,
+    cached: list[Cached] | None,
+    sampler: Sampler,
+    t_start: float,
+    on_token: Callable[[int], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Stream:
+    """Run the prompt in `req.mode` up to the first token (emitted). `cached` holds each chunk's
+    KV (None for full). Decode goes on through the returned Stream, alone or in a batch.
+    on_token(token) takes every generated token; it returns True when the answer's text is
+    complete (a stop sequence matched), which ends the stream with finish_reason "stop".
+    should_stop() is polled before every decode step; True ends it as "cancelled"."""
+    if req.mode in ("full", "prefix"):
+        done = _prefill(engine, prefix, req, cached)
+    else:
+        done = _from_cache(engine, prefix, req, cached)
+    # On the host: the sampler draws with a CPU generator, and the caller keeps the logits.
+    first_logits = done.logits.cpu()
+    token = sampler(first_logits)
+    prefill_s = time.perf_counter() - done.prefill_t0
+    timings = PromptTimings(ttft_s=time.perf_counter() - t_start, prefill_s=prefill_s, reposition_s=done.reposition_s)
+    return Stream(engine, req, done.decoder, sampler, token, first_logits, done.next_pos, done.recomputed, timings,
+                  on_token, should_stop)
+
+
+def _prefill(engine: Engine, prefix: PrefixKV, req: Request, cached: list[Cached] | None) -> _Prompted:
+    """full and prefix: every token after the exact run (none in full) is prefilled."""
+    t0 = time.perf_counter()
+    dev = engine.gen.device
+    p, n, s, e = prefix.length, sum(req.lengths), len(req.suffix_ids), req.exact_tokens
+    kv = new_working_kv(engine, prefix, n + s + req.max_new_tokens)
+    reposition_s = 0.0
+    if e:  # prefix mode: the exact run as a full prefill left it, then the rest of the prompt
+        positions = torch.arange(p, p + e, device=dev)
+        kv.reserve(positions)
+        place(engine, kv, p, cached[: req.exact_chunks], positions)
+        reposition_s = time.perf_counter() - t0
+    ids = torch.tensor([t for c in req.chunk_ids for t in c][e:] + list(req.suffix_ids), dtype=torch.int64, device=dev)
+    h, _ = engine.prefill(kv, ids, torch.arange(p + e, p + n + s, device=dev), keep=1)
+    return _Prompted(Decoder(engine, kv), engine.gen.logits(h[-1:])[0], p + n + s, n - e, reposition_s, t0)
+
+
+def _from_cache(engine: Engine, prefix: PrefixKV, req: Request, cached: list[Cached]) -> _Prompted:
+    """reuse, ape and blend: the chunks placed from their KV, then the question prefilled (or
+    blended with the context tokens blend recomputes)."""
+    gen, cfg = engine.gen, req.blend
+    dev = gen.device
+    n, s, e = sum(req.lengths), len(req.suffix_ids), req.exact_tokens
+    t0 = time.perf_counter()
+    a = assemble(engine, prefix, req, cached, n + s + req.max_new_tokens,
+                 stacked=req.mode == "blend" and cfg.deviation_of != "probe")
+    reposition_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kv, next_pos = a.kv, a.suffix_start + s
+    suffix = torch.tensor(req.suffix_ids, dtype=torch.int64, device=dev)
+    suffix_pos = torch.arange(a.suffix_start, a.suffix_start + s, device=dev)
+    # Only the chunks after the exact run are candidates (the ratio applies to them).
+    plan = BlendPlan.from_config(cfg, req.chunk_ids[req.exact_chunks:], dev) if req.mode == "blend" and e < n else None
+    if plan is None or plan.recomputes_nothing:
+        h, _ = engine.prefill(kv, suffix, suffix_pos, keep=1)
+        return _Prompted(Decoder(engine, kv), gen.logits(h[-1:])[0], next_pos, 0, reposition_s, t0)
+    slots, n = a.slots[e:], n - e
+    ctx = torch.tensor([t for c in req.chunk_ids for t in c][e:], dtype=torch.int64, device=dev)
+    if cfg.deviation_of == "oracle":
+        if e:
+            raise ValueError("oracle selection is a diagnostic of whole-context blending; run it without chain entries")
+        scratch = new_working_kv(engine, prefix, n + s)
+        plan = replace(plan, oracle_scores=oracle_scores(engine, scratch, ctx, suffix, a.stacked))
+    res = blend(engine, kv, slots, a.stacked, ctx, suffix, suffix_pos, plan)
+    logits = gen.logits(res.hidden[-1:])[0]
+    recomputed = round(res.mean_tokens)
+    suffix_slots = torch.arange(kv.length - s, kv.length, device=dev)
+    queue = res.queue
+    if cfg.grow_tolerance is not None:
+        logits, grown = grow(engine, kv, cfg, slots, ctx, queue, recomputed, suffix_slots, suffix, logits)
+        recomputed += grown
+        queue = queue[grown:]
+    total = min(budget(n, cfg.repair_ratio), queue.numel()) if cfg.repair_steps else 0
+    repair = None
+    if total:  # the repair budget, a share of the blended context, in equal parts per step
+        repair = RepairPlan(slots, ctx, queue[:total], suffix_slots, req.suffix_ids, -(-total // cfg.repair_steps), cfg.repair_steps)
+    return _Prompted(Decoder(engine, kv, repair), logits, next_pos, recomputed, reposition_s, t0)
