@@ -12,20 +12,21 @@ from chunkcache.api.openapi import errors
 from chunkcache.api.schemas import AnswerRequest, AnswerResponse, QueryRequest
 from chunkcache.api.services import Services
 from chunkcache.api.streaming import DONE, Failed, ModelStream, Token, sse
-from chunkcache.api.work_queue import Cancellation
 from chunkcache.types import Answer
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_DOC = {200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events when stream is true"},
               **errors(503, 504)}
 
-# fn(cancellation, on_token) -> Answer, run on a model worker
-AnswerFn = Callable[[Cancellation, Callable[[str], None]], Answer]
+# fn(should_stop, on_token) -> Answer, run on a model worker. should_stop() turns True once the
+# request is abandoned (a timeout, the client gone): the answer then ends at its next decode step
+# (finish_reason "cancelled"), nothing raised. on_token takes each text piece; None: nobody streams.
+AnswerFn = Callable[[Callable[[], bool], Callable[[str], None] | None], Answer]
 
 
 async def run_answer(s: Services, fn: AnswerFn) -> Answer:
-    """Run on the model queue; the per-token callback stops a request that was abandoned."""
-    result = await s.queue.run(lambda c: fn(c, lambda _piece: c.check()), s.config.request_timeout_s)
+    """Run on the model queue; a request abandoned while it runs stops at its next decode step."""
+    result = await s.queue.run(lambda c: fn(lambda: c.cancelled, None), s.config.request_timeout_s)
     s.metrics.observe_answer(result)
     return result
 
@@ -64,9 +65,10 @@ def answer_router(s: Services) -> APIRouter:
         check_caps(s.config, max_new, top_k=top_k)
         params = sampling(req.temperature, req.top_p, req.seed)
 
-        def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
+        def fn(should_stop: Callable[[], bool], on_token: Callable[[str], None] | None) -> Answer:
             return s.cache.query(req.question, top_k=top_k, mode=req.mode, order=req.order, recompute_ratio=req.recompute_ratio,
-                                 max_new_tokens=max_new, sampling=params, on_token=on_token, stop=req.stop)
+                                 max_new_tokens=max_new, sampling=params, on_token=on_token, should_stop=should_stop,
+                                 stop=req.stop)
 
         return await respond(fn, req.stream, request_id_of(request.scope))
 
@@ -77,9 +79,10 @@ def answer_router(s: Services) -> APIRouter:
         params = sampling(req.temperature, req.top_p, req.seed)
         passages = [p if isinstance(p, str) else p.model_dump() for p in req.passages]
 
-        def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
+        def fn(should_stop: Callable[[], bool], on_token: Callable[[str], None] | None) -> Answer:
             return s.cache.answer(req.question, passages, mode=req.mode, recompute_ratio=req.recompute_ratio,
-                                  max_new_tokens=max_new, sampling=params, on_token=on_token, stop=req.stop)
+                                  max_new_tokens=max_new, sampling=params, on_token=on_token, should_stop=should_stop,
+                                  stop=req.stop)
 
         return await respond(fn, req.stream, request_id_of(request.scope))
 

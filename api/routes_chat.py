@@ -35,7 +35,6 @@ from chunkcache.api.json_body import JsonRoute
 from chunkcache.api.routes_answer import SSE_HEADERS, STREAM_DOC, open_stream, run_answer
 from chunkcache.api.services import Services
 from chunkcache.api.streaming import DONE, Failed, ModelStream, Token, sse
-from chunkcache.api.work_queue import Cancellation
 from chunkcache.types import Answer
 
 DEFAULT_MAX_TOKENS = 64
@@ -95,10 +94,10 @@ def chat_router(s: Services) -> APIRouter:
         given = dict(mode=opts.mode, recompute_ratio=opts.recompute_ratio, max_new_tokens=max_new, sampling=params,
                      history=inputs.history, stop=req.stop)
 
-        def fn(_: Cancellation, on_token: Callable[[str], None]) -> Answer:
+        def fn(should_stop: Callable[[], bool], on_token: Callable[[str], None] | None) -> Answer:
             if inputs.documents:
-                return s.cache.answer(inputs.question, inputs.passages, on_token=on_token, **given)
-            return s.cache.query(inputs.question, top_k=top_k, order=opts.order, on_token=on_token, **given)
+                return s.cache.answer(inputs.question, inputs.passages, on_token=on_token, should_stop=should_stop, **given)
+            return s.cache.query(inputs.question, top_k=top_k, order=opts.order, on_token=on_token, should_stop=should_stop, **given)
 
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:

@@ -40,9 +40,9 @@ Event = Token | Answer | Failed
 
 
 class ModelStream:
-    """Runs `fn(cancellation, on_token) -> Answer` on the model queue and yields its events."""
+    """Runs `fn(should_stop, on_token) -> Answer` on the model queue and yields its events."""
 
-    def __init__(self, queue: ModelQueue, fn: Callable[[Cancellation, Callable[[str], None]], Answer], timeout_s: float,
+    def __init__(self, queue: ModelQueue, fn: Callable[[Callable[[], bool], Callable[[str], None]], Answer], timeout_s: float,
                  request_id: str | None = None):
         self.request_id = request_id
         self._queue = queue
@@ -61,10 +61,10 @@ class ModelStream:
 
         def work(cancellation: Cancellation) -> Answer:
             def on_token(piece: str) -> None:
-                cancellation.check()
                 loop.call_soon_threadsafe(events.put_nowait, Token(piece))
 
-            return fn(cancellation, on_token)
+            # Abandoned (client gone, timeout): the answer ends at its next decode step, nothing raised.
+            return fn(lambda: cancellation.cancelled, on_token)
 
         self._deadline = time.monotonic() + self._timeout_s
         future, self._cancellation = self._queue.submit(work)

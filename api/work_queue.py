@@ -4,7 +4,7 @@ The event loop never runs model code: a route submits a function, the queue hand
 worker thread, and the result comes back on the loop's future. When `capacity` items already
 wait, `submit` refuses at once (the route answers 503) instead of letting work pile up. A
 request that times out or whose client left is cancelled: a waiting item is skipped, a running
-one stops at its next `Cancellation.check()` (the answer routes check on every token).
+one stops at its next `Cancellation.check()` (jobs) or decode step (answers poll `cancelled`).
 
 Writes (`run(..., finish_started=True)`) are never abandoned half-way: at the timeout a write
 that has not started is withdrawn (504, nothing done, safe to retry); one that has started is
