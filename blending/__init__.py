@@ -11,12 +11,11 @@ from chunkcache.blending.score import (
     rank_tokens,
     smooth_within,
 )
-from chunkcache.blending.rope import apply_rope, rope_cos_sin, rotate_half
+from chunkcache.blending.rope import apply_rope, rotate_half
 from chunkcache.blending.select import (
     adaptive_budget,
     budget,
     chunk_starts_forced,
-    select_tokens,
     token_deviation,
 )
 
@@ -37,8 +36,6 @@ __all__ = [
     "budget",
     "chunk_starts_forced",
     "position_mask",
-    "rope_cos_sin",
     "rotate_half",
-    "select_tokens",
     "token_deviation",
 ]

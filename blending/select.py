@@ -10,7 +10,6 @@ import math
 import torch
 
 from chunkcache import kernels
-from chunkcache.blending.score import rank_tokens
 
 
 def token_deviation(fresh: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
@@ -41,18 +40,6 @@ def adaptive_budget(deviation: torch.Tensor, coverage: float, max_ratio: float) 
     share = ordered.cumsum(0) / total  # [T]
     k = int(torch.searchsorted(share, torch.tensor(coverage, dtype=share.dtype, device=share.device)).item()) + 1
     return min(k, budget(n, max_ratio), n)
-
-
-def select_tokens(deviation: torch.Tensor, k: int, forced: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of the tokens to recompute, sorted ascending.
-
-    deviation: [T]; k: total budget; forced: [F] int64 indices always included (chunk sinks).
-    Forced tokens count against the budget; the rest goes to the highest deviations.
-    Returns [K] int64 with K = max(k, F) (never more than T): the head of `rank_tokens`.
-    """
-    k = max(0, min(k, deviation.numel()))
-    n_forced = 0 if forced is None else forced.numel()
-    return rank_tokens(deviation, forced)[: max(k, n_forced)].sort().values
 
 
 def chunk_starts_forced(chunk_lengths: list[int], first_k: int) -> torch.Tensor:

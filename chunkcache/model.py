@@ -28,10 +28,6 @@ class ModelSpec:
     scaling: float
     eos_token_ids: tuple[int, ...]
 
-    @property
-    def kv_bytes_per_token_fp16(self) -> int:
-        return self.n_layers * 2 * self.n_kv_heads * self.head_dim * 2
-
 
 def _eos_ids(model, tokenizer) -> tuple[int, ...]:
     ids = set()
