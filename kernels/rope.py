@@ -15,8 +15,9 @@ import torch
 
 from .available import Impl, choose_impl
 from .checks import FLOAT_DTYPES, check_float, check_tensor, check_writable
+from .codecs import Packing, Scales, layout
 from .errors import KernelInputError
-from .quant import CODEC_DTYPES, GROUPED_CODECS, QUANTIZED_CODECS, dequantize_grouped_reference, dequantize_reference
+from .quant import dequantize_grouped_reference, dequantize_reference
 
 
 # ---------------------------------------------------------------- torch reference
@@ -56,8 +57,9 @@ def dequant_rope_reference(
     """Torch reference of `dequant_rope` (same arguments, no checks).
 
     With `out`, the rotation of fp32 keys writes straight into it (no rotated temporary)."""
+    c = layout(codec)
     cos, sin = rope_cos_sin(positions, inv_freq, attention_scaling)
-    if codec in GROUPED_CODECS:
+    if c.scales is Scales.GROUPED:
         k = apply_rope_reference(dequantize_grouped_reference(packed_k, k_scale, "k"), cos, sin)
         v = dequantize_grouped_reference(packed_v, v_scale, "v")
         if out is None:
@@ -78,9 +80,9 @@ def dequant_rope_reference(
         torch.mul(x2, cos, out=o2).addcmul_(x1, sin)  # x2 cos + x1 sin
     else:
         k_out.copy_(apply_rope_reference(x, cos, sin))
-    if codec == "int8" and v_out.dtype == torch.float32:
-        torch.mul(packed_v, v_scale.to(torch.float32), out=v_out)  # one pass, no temporary
-    elif codec in QUANTIZED_CODECS:
+    if c.scales is Scales.SYMMETRIC and c.packing is Packing.NONE and v_out.dtype == torch.float32:
+        torch.mul(packed_v, v_scale.to(torch.float32), out=v_out)  # int8: one pass, no temporary
+    elif c.scales is Scales.SYMMETRIC:
         v_out.copy_(dequantize_reference(packed_v, v_scale, codec))
     else:
         v_out.copy_(packed_v)
@@ -124,31 +126,30 @@ def dequant_rope(
     positions: [T] int64, the target position of each token (= rotation from position 0).
     inv_freq: [d/2] float32, the model's own (with any rope scaling applied).
     attention_scaling: multiplier on cos and sin (1.0 for plain RoPE; yarn != 1).
-    codec: "int8" | "int4" | "fp16" | "bf16" | "fp32" | one of quant.GROUPED_CODECS.
+    codec: the name of one of `codecs.LAYOUTS` (its scales and packing decide the checks).
     out: optional destination (k_out, v_out), each [L, H, T, d] of out_dtype on the inputs'
         device, with equal strides and a unit innermost stride: e.g. the slots
         `cache.k[:, :, a:b]`, `cache.v[:, :, a:b]` of a working cache [L, H, capacity, d].
     Returns (k_rot, v): `out`, or two new contiguous [L, H, T, d] tensors of out_dtype; angles
     and arithmetic in fp32, one rounding to out_dtype at the end.
     """
-    if codec not in CODEC_DTYPES:
-        raise KernelInputError(f"codec={codec!r}: expected one of {tuple(CODEC_DTYPES)}")
-    stored = (CODEC_DTYPES[codec],)
-    packed_layout = "[L, H, T, d/2]" if codec == "int4" else "[L, H, T, d]"
+    c = layout(codec)
+    stored = (c.stored,)
+    packed_layout = "[L, H, T, d/2]" if c.packing is Packing.NIBBLES else "[L, H, T, d]"
     check_tensor("packed_k", packed_k, layout=packed_layout, shape=(None,) * 4, dtypes=stored)
     L, H, T, last = packed_k.shape
-    d = 2 * last if codec == "int4" else last
+    d = c.head_dim(last)
     if d % 2:
         raise KernelInputError(f"packed_k: head_dim {d} is odd; RoPE needs an even head_dim")
     dev = packed_k.device
     check_tensor("packed_v", packed_v, layout=packed_layout, shape=packed_k.shape,
                  dtypes=stored, device=dev)
-    if codec in QUANTIZED_CODECS:
+    if c.scales is Scales.SYMMETRIC:
         check_tensor("k_scale", k_scale, layout="[L, H, 1, d]", shape=(L, H, 1, d),
                      dtypes=FLOAT_DTYPES, device=dev)
         check_tensor("v_scale", v_scale, layout="[L, H, T, 1]", shape=(L, H, T, 1),
                      dtypes=FLOAT_DTYPES, device=dev)
-    elif codec in GROUPED_CODECS:
+    elif c.scales is Scales.GROUPED:
         check_tensor("k_scale", k_scale, layout="[L, H, 2, d]", shape=(L, H, 2, d),
                      dtypes=FLOAT_DTYPES, device=dev)
         check_tensor("v_scale", v_scale, layout="[L, H, T, 2G]", shape=(L, H, T, None),
@@ -171,7 +172,7 @@ def dequant_rope(
     args = (packed_k, k_scale, packed_v, v_scale, positions, inv_freq, scaling, codec, out_dtype)
     if choose_impl(impl, dev) == "reference" or packed_k.numel() == 0:
         return dequant_rope_reference(*args, out=out)
-    if codec in GROUPED_CODECS:
+    if c.scales is Scales.GROUPED:
         from .grouped_triton import launch_grouped_rope
 
         if out is None:
@@ -185,7 +186,7 @@ def dequant_rope(
         out = (torch.empty((L, H, T, d), dtype=out_dtype, device=dev),
                torch.empty((L, H, T, d), dtype=out_dtype, device=dev))
     k_out, v_out = out
-    launch_rope(packed_k, k_scale, positions, inv_freq, scaling, codec, k_out,
+    launch_rope(packed_k, k_scale, positions, inv_freq, scaling, c, k_out,
                 packed_v=packed_v, v_scale=v_scale, v_out=v_out)
     return k_out, v_out
 
@@ -238,5 +239,5 @@ def rerotate(
         from .rope_triton import launch_rope
 
         out = torch.empty((L, H, T, d), dtype=k4.dtype, device=dev)
-        launch_rope(k4, None, delta_positions, inv_freq, 1.0, "float", out)
+        launch_rope(k4, None, delta_positions, inv_freq, 1.0, None, out)
     return out.squeeze(0) if squeeze else out

@@ -11,7 +11,17 @@ import torch
 import triton
 import triton.language as tl
 
-_CODEC_IDS = {"float": 0, "fp16": 0, "bf16": 0, "fp32": 0, "int8": 1, "int4": 2}
+from .codecs import CodecLayout, Packing, Scales
+
+
+def _kernel_codec(codec: CodecLayout | None) -> int:
+    """The kernel's CODEC constant: 0 float keys as they are (None: already-rotated keys of any
+    float dtype), 1 int8, 2 int4 (two nibbles a byte). Grouped codecs have their own kernel."""
+    if codec is None or codec.scales is Scales.NONE:
+        return 0
+    if codec.scales is Scales.SYMMETRIC:
+        return 2 if codec.packing is Packing.NIBBLES else 1
+    raise ValueError(f"launch_rope: codec {codec.name} is grouped; use grouped_triton.launch_grouped_rope")
 
 
 @triton.jit
@@ -88,7 +98,7 @@ def launch_rope(
     positions: torch.Tensor,
     inv_freq: torch.Tensor,
     scaling: float,
-    codec: str,
+    codec: CodecLayout | None,
     k_out: torch.Tensor,
     *,
     packed_v: torch.Tensor | None = None,
@@ -117,5 +127,5 @@ def launch_rope(
         vs.stride(0), vs.stride(1), vs.stride(2),
         k_out.stride(0), k_out.stride(1), k_out.stride(2),
         HALF=half, BLOCK_T=block_t, BLOCK_HALF=block_half,
-        CODEC=_CODEC_IDS[codec], DO_V=do_v,
+        CODEC=_kernel_codec(codec), DO_V=do_v,
     )
