@@ -31,11 +31,14 @@ from tqdm.auto import tqdm
 
 from chunkcache.errors import ConfigError
 from chunkcache.evaluation import _answer_text, load_examples, resolve_data
+from chunkcache.kernels import lossless_codec
 from chunkcache.names import CODECS
 from chunkcache.scores import kl_divergence, token_f1
 from chunkcache.stats import bootstrap_ci
 
 DEFAULT_CODECS = ("fp16", "int8", "int4", "kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")
+BASELINE = "fp16"  # every codec is compared with an fp16 store (the report's *_fp16 columns)
+SOURCE = lossless_codec(torch.float32).name  # the model runs in float32: its exact KV, computed once
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,10 @@ def _transcode(cache, chunk_ids: list[list[int]]) -> int:
 
     before = cache.stats().bytes
     for ids in chunk_ids:
-        src = chunk_key(cache.engine.gen.fingerprint, cache.prompt.prefix_digest, ids, "fp32")
+        src = chunk_key(cache.engine.gen.fingerprint, cache.prompt.prefix_digest, ids, SOURCE)
         kv = cache.store.get(src)
         if kv is None:
-            raise ConfigError(f"the fp32 warm-up entry of a {len(ids)}-token chunk is missing from the bench store")
+            raise ConfigError(f"the {SOURCE} warm-up entry of a {len(ids)}-token chunk is missing from the bench store")
         cache.store.put_many([(cache.chunks.key(ids), kv)])
     return cache.stats().bytes - before
 
@@ -122,24 +125,24 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
     from chunkcache.prompt import as_passage
 
     passages = list({(p["title"], p["text"]): p for ex in examples for p in ex.passages}.values())
-    with _open(model_dir, root, "fp32") as cache:
-        cache.warm(passages, progress=spec.progress, desc="warm-up (fp32, once)")
+    with _open(model_dir, root, SOURCE) as cache:
+        cache.warm(passages, progress=spec.progress, desc=f"warm-up ({SOURCE}, once)")
         chunk_ids = [cache.prompt.passage_ids(as_passage(p)) for p in passages]
     tokens = sum(map(len, chunk_ids))
     full, base, out = [], [], {}
-    order = ["fp16"] + [c for c in spec.codecs if c != "fp16"]
+    order = [BASELINE] + [c for c in spec.codecs if c != BASELINE]
     for codec in order:
         with _open(model_dir, root, codec) as cache:
             size = _transcode(cache, chunk_ids)
             runs = []
             for ex in tqdm(examples, desc=f"blend {codec}", disable=not spec.progress):
-                if codec == "fp16":
+                if codec == BASELINE:
                     full.append(_answer(cache, ex, "full", spec))
                 runs.append(_answer(cache, ex, "blend", spec))
             misses = cache.stats().misses
             if misses:
                 raise ConfigError(f"{codec}: {misses} chunk lookups missed the transcoded entries; the comparison is not valid")
-        if codec == "fp16":
+        if codec == BASELINE:
             base = runs
         fid = [token_f1(r.text, f.text) for r, f in zip(runs, full)]
         kl = [kl_divergence(f.first_logprobs, r.first_logprobs) for r, f in zip(runs, full)]
@@ -154,7 +157,7 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
             "first_token_agreement_fp16": [float(r.first_token == b.first_token) for r, b in zip(runs, base)],
         }
         rep = {"n": len(runs), "bytes": size, "tokens": tokens,
-               "bytes_per_token": size / tokens, "compression_vs_fp16": (out["fp16"]["bytes"] if out else size) / size}
+               "bytes_per_token": size / tokens, "compression_vs_fp16": (out[BASELINE]["bytes"] if out else size) / size}
         for name, values in rows.items():
             rep[name] = statistics.fmean(values)
             rep[f"{name}_lo"], rep[f"{name}_hi"] = bootstrap_ci(values, n_resamples=spec.n_resamples, seed=spec.seed)
