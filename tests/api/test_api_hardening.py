@@ -279,14 +279,20 @@ def test_document_writes_have_their_own_lane(cache, monkeypatch):
             with httpx.Client(base_url=str(c.base_url), timeout=120) as own:
                 results.append(own.post("/v1/query", json=body).status_code)
 
-        threads = [threading.Thread(target=ask) for _ in range(2)]
-        try:
-            for t in threads:
-                t.start()
+        def wait_for(ready) -> None:
             deadline = time.monotonic() + 30
-            while (q := c.get("/v1/stats").json()["queue"])["depth"] < 1 or q["busy_workers"] < 1:
+            while not ready(q := c.get("/v1/stats").json()["queue"]):
                 assert time.monotonic() < deadline, q
                 time.sleep(0.02)
+
+        threads = [threading.Thread(target=ask) for _ in range(2)]
+        try:
+            # One at a time: sent together, the second can find the first still in the queue (not
+            # yet taken by the worker) and get the 503 this test means to provoke later.
+            threads[0].start()
+            wait_for(lambda q: q["busy_workers"] == 1)
+            threads[1].start()
+            wait_for(lambda q: q["depth"] == 1)
             assert error_of(c.post("/v1/query", json=body), 503)["type"] == "overloaded"  # the answer lane is full...
             added = c.post("/v1/documents", json={"id": "lane", "text": "The mill wheel turns at dawn."})
             assert added.status_code == 201, added.text  # ...yet a document add goes through
