@@ -102,8 +102,10 @@ def _open(model_dir: Path, root: Path, codec: str):
                       chain_entries=False)
 
 
-def _transcode(cache, chunk_ids: list[list[int]]) -> int:
-    """Store every chunk's fp32 entry again in `cache`'s codec; returns the bytes that added.
+def _transcode(cache, chunk_ids: list[list[int]], source_bytes: int) -> int:
+    """Store every chunk's fp32 entry again in `cache`'s codec; returns the bytes of that codec's
+    entries (`source_bytes`, what the warm-up stored, when the codec is the source's own: its
+    entries are the warm-up's).
 
     The model computes each chunk once (the fp32 warm-up); every codec encodes the same KV."""
     from chunkcache.storage import chunk_key
@@ -111,6 +113,8 @@ def _transcode(cache, chunk_ids: list[list[int]]) -> int:
     before = cache.stats().bytes
     for ids in chunk_ids:
         src = chunk_key(cache.engine.gen.fingerprint, cache.prompt.prefix_digest, ids, SOURCE)
+        if cache.chunks.key(ids) == src:
+            return source_bytes
         kv = cache.store.get(src)
         if kv is None:
             raise ConfigError(f"the {SOURCE} warm-up entry of a {len(ids)}-token chunk is missing from the bench store")
@@ -127,13 +131,14 @@ def measure_codec_quality(spec: CodecBenchSpec, model_dir: Path, root: Path, exa
     passages = list({(p["title"], p["text"]): p for ex in examples for p in ex.passages}.values())
     with _open(model_dir, root, SOURCE) as cache:
         cache.warm(passages, progress=spec.progress, desc=f"warm-up ({SOURCE}, once)")
+        source_bytes = cache.stats().bytes
         chunk_ids = [cache.prompt.passage_ids(as_passage(p)) for p in passages]
     tokens = sum(map(len, chunk_ids))
     full, base, out = [], [], {}
     order = [BASELINE] + [c for c in spec.codecs if c != BASELINE]
     for codec in order:
         with _open(model_dir, root, codec) as cache:
-            size = _transcode(cache, chunk_ids)
+            size = _transcode(cache, chunk_ids, source_bytes)
             runs = []
             for ex in tqdm(examples, desc=f"blend {codec}", disable=not spec.progress):
                 if codec == BASELINE:
