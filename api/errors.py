@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from chunkcache.errors import ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, StorageError, is_no_space
+from chunkcache.errors import (ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, StorageError,
+                               WorkingCacheFullError, is_no_space)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(400, "context_too_long", str(exc))
     if isinstance(exc, InvalidRequestError):
         return ApiError(422, "invalid_request", str(exc))
+    if isinstance(exc, WorkingCacheFullError):
+        headers = {} if exc.retry_after_s is None else {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+        return ApiError(503, "working_cache_full", str(exc), headers=headers)
     if isinstance(exc, NotFoundError):
         return ApiError(404, "not_found", str(exc))
     if is_no_space(exc):

@@ -16,7 +16,8 @@ from chunkcache.errors import CacheClosedError, ContextTooLongError, InvalidRequ
 from chunkcache.kv import PrefixKV
 from chunkcache.names import CHAIN_MODES, DEFAULT_MODE, MODES
 from chunkcache.prompt import Passage, PromptBuilder, Turn, as_passage
-from chunkcache.prompt_phase import start
+from chunkcache.prompt_phase import capacity, prepare, start
+from chunkcache.prompt_work import PromptWork
 from chunkcache.request import Request
 from chunkcache.sampling import Sampler, SamplingParams
 from chunkcache.scheduler import Scheduler
@@ -100,14 +101,31 @@ class Answerer:
         elif mode != "full":
             cached, hits = exact, [True] * e
         req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, blend, exact_chunks=e)
-        if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
-            teacher = tuple(int(t) for t in teacher_ids)
-            with self._lock, torch.inference_mode():
-                stream = start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop)
-                out = decode_alone(self.engine, stream, teacher)
-        else:  # decoded in a batch with whatever else is running (greedy tokens are the same)
-            future = self.scheduler.submit(lambda: start(self.engine, self.prefix, req, cached, sampler, t_start, push, should_stop))
-            out = future.result().result()
+        # The working cache's memory is held from here to the answer's end (back-pressure while
+        # the pool is short; refused at once if it can never fit).
+        ticket = object()
+        self.scheduler.admission.acquire(ticket, capacity(self.prefix, req), should_stop)
+        try:
+            with torch.inference_mode():  # placing the chunks needs no model: it overlaps others' steps
+                prepared = prepare(self.engine, self.prefix, req, cached)
+            if teacher_ids:  # evaluation: the decode is replayed with the reference fed in, alone
+                teacher = tuple(int(t) for t in teacher_ids)
+                with self._lock, torch.inference_mode():
+                    stream = start(self.engine, self.prefix, req, None, sampler, t_start, push, should_stop, prepared)
+                    out = decode_alone(self.engine, stream, teacher)
+            else:  # in pieces and batched with whatever else runs (greedy tokens are the same)
+                future = self.scheduler.submit(lambda: PromptWork(self.engine, req, prepared, sampler, t_start, push, should_stop))
+                out = future.result().result()
+            answer = self._report(out, req, items, chunk_ids, hits, e, ratio, t_start, t_tok, lookup_s, warm_s,
+                                  kv_stored, text_out, return_logprobs, chain)
+        finally:
+            self.scheduler.admission.release(ticket)
+        return answer
+
+    def _report(self, out, req: Request, items, chunk_ids, hits, e: int, ratio, t_start: float, t_tok: float,
+                lookup_s: float, warm_s: float, kv_stored: bool, text_out, return_logprobs: bool, chain: bool) -> Answer:
+        """The Answer of a finished generation (and, after a full prefill, its chain entries)."""
+        mode, tokenizer, suffix = req.mode, self.engine.gen.tokenizer, req.suffix_ids
         cut = text_out.finish()  # the text before a stop sequence, if one ended the answer
         text = (cut if cut is not None else tokenizer.decode(list(out.token_ids), skip_special_tokens=True)).strip()
         passages_out = tuple(

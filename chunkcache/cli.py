@@ -298,13 +298,14 @@ def cmd_serve(args) -> int:
     config = _cache_config(args, service.redis)
     refine = RefineConfig(enabled=not args.no_refine and config.chain_entries, idle_share=args.refine_share,
                           max_bytes=args.refine_max_mib * 2**20 if args.refine_max_mib is not None else None)
-    config = replace(config, max_batch=max(service.workers, CacheConfig.max_batch), refine=refine)
+    config = replace(config, max_batch=max(service.workers, CacheConfig.max_batch), refine=refine,
+                     token_budget=args.token_budget, working_cache_bytes=args.working_cache_mib * 2**20)
     serve(config, service, log_level=args.log_level)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from chunkcache.config import RefineConfig
+    from chunkcache.config import CacheConfig, RefineConfig
 
     parser = argparse.ArgumentParser(
         prog="chunkcache",
@@ -418,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine-share", type=float, default=RefineConfig.idle_share,
                    help="share of idle time refinement may use (default: %(default)s)")
     p.add_argument("--refine-max-mib", type=int, default=None, help="MiB of chain entries refinement may write (default: no cap)")
+    p.add_argument("--token-budget", type=int, default=CacheConfig.token_budget,
+                   help="rows per scheduler step: the running decodes first, then prompt work in pieces; smaller keeps "
+                        "the time between tokens short under load, larger gives long prompts their first token sooner "
+                        "(default: %(default)s)")
+    p.add_argument("--working-cache-mib", type=int, default=CacheConfig.working_cache_bytes // 2**20,
+                   help="memory for the working caches of the requests running at once; a request waits for its share "
+                        "and one that can never fit gets 503 (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     _add_cache_options(p)
     _add_redis_options(p)

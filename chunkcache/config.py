@@ -4,8 +4,9 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from chunkcache.errors import ConfigError
-from chunkcache.names import CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, DEFAULT_MEMORY_BYTES, DEFAULT_ZSTD_LEVEL, EVICTIONS
+from chunkcache.errors import ConfigError, check_int
+from chunkcache.names import (CODECS, DEFAULT_CODEC, DEFAULT_EVICTION, DEFAULT_MEMORY_BYTES, DEFAULT_TOKEN_BUDGET,
+                              DEFAULT_WORKING_CACHE_BYTES, DEFAULT_ZSTD_LEVEL, EVICTIONS)
 from chunkcache.prompt import PromptConfig
 
 if TYPE_CHECKING:  # importing chunkcache.storage pulls in torch; config stays light
@@ -163,6 +164,11 @@ class CacheConfig:
     warm_batch_tokens: int = 512
     max_new_tokens_limit: int = 1024
     max_batch: int = 16  # requests decoded together in one forward (continuous batching)
+    # Rows per scheduler step: the running decodes, then prompt work in pieces (scheduler.py).
+    token_budget: int = DEFAULT_TOKEN_BUDGET
+    # Working caches of the requests running at once; a request waits for its share (at least
+    # one request of the model's whole context window always fits).
+    working_cache_bytes: int = DEFAULT_WORKING_CACHE_BYTES
     device: str = "cpu"
     dtype: str = "float32"
     redis: "RedisConfig | None" = None
@@ -185,6 +191,8 @@ class CacheConfig:
             raise ConfigError(f"memory_bytes must be >= 0 and disk_bytes > 0, got {self.memory_bytes}, {self.disk_bytes}")
         if not isinstance(self.max_batch, int) or isinstance(self.max_batch, bool) or not 1 <= self.max_batch <= 256:
             raise ConfigError(f"max_batch must be an integer in [1, 256], got {self.max_batch!r}")
+        check_int("token_budget", self.token_budget, 1)
+        check_int("working_cache_bytes", self.working_cache_bytes, 1)
         if self.warm_batch_tokens < 1:
             raise ConfigError(f"warm_batch_tokens must be >= 1, got {self.warm_batch_tokens}")
         if self.eviction not in EVICTIONS:

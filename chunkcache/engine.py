@@ -4,6 +4,7 @@ What each query sees is its `layout.Layout`, built from absolute positions (and 
 so a recomputed token in the middle of the context never sees a key after it.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +18,17 @@ from chunkcache.model import Generator
 @dataclass(frozen=True)
 class Rows:
     """One request's share of a `forward_rows` batch: token ids [T] at slots [T] of its cache,
-    already reserved (new slots for a decode step; existing context slots too for a repair)."""
+    already reserved (new slots for a decode step, a prompt piece's new tokens; existing context
+    slots for a repair or a blend recompute).
+
+    attend: None (the rows see the cache by position, `layout.layout_for`) or what they attend
+    with instead, called in every layer after their K/V are written: (layer, q_rot [H, T, d])
+    -> [H, T, d] (blend's probe scores the context this way, `recompute.ProbeAttention`)."""
 
     kv: WorkingKV
     ids: torch.Tensor
     slots: torch.Tensor
+    attend: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
 
 def decode_rows(kv: WorkingKV, token: int, position: int) -> Rows:
@@ -126,8 +133,9 @@ class Engine:
         ids = torch.cat([r.ids for r in batch])
         positions = [r.kv.pos[r.slots] for r in batch]
         cos, sin = gen.rope(torch.cat(positions))
-        layouts = [layout_for(gen.spec, r.kv, p) for r, p in zip(batch, positions)]
-        last_layouts = [lay if p.numel() == 1 else layout_for(gen.spec, r.kv, p[-1:]) for r, p, lay in zip(batch, positions, layouts)]
+        layouts = [None if r.attend else layout_for(gen.spec, r.kv, p) for r, p in zip(batch, positions)]
+        last_layouts = [lay if r.attend or p.numel() == 1 else layout_for(gen.spec, r.kv, p[-1:])
+                        for r, p, lay in zip(batch, positions, layouts)]
         # A decode step's one new slot is written as a slice, not through the index scatter.
         starts = [int(r.slots[0]) if r.slots.numel() == 1 else None for r in batch]
         bounds = [0]
@@ -146,7 +154,10 @@ class Engine:
                     r.kv.write(layer, r.slots, k_rot[:, a:b], v[:, a:b])
                 else:
                     r.kv.write_block(layer, starts[i], k_rot[:, a:b], v[:, a:b])
-                if layer == last:
+                if r.attend is not None:
+                    out = r.attend(layer, q_rot[:, a:b])
+                    outs.append(out[:, -1:] if layer == last else out)
+                elif layer == last:
                     outs.append(last_layouts[i].attend(gen, r.kv, layer, q_rot[:, b - 1 : b]))
                 else:
                     outs.append(layouts[i].attend(gen, r.kv, layer, q_rot[:, a:b]))

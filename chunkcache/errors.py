@@ -46,6 +46,15 @@ def check_int(name: str, value, low: int, high: int | None = None, error: type[C
         raise error(f"{name} must be an int {bound}, got {value!r}")
 
 
+class WorkingCacheFullError(ChunkCacheError, RuntimeError):
+    """The request cannot get working-cache memory: it can never fit (retry_after_s None: change
+    the request or the server's setting), or it was given up while waiting for it."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class CacheClosedError(ChunkCacheError, RuntimeError):
     """The ChunkCache was closed: it takes no more requests."""
 

@@ -67,7 +67,10 @@ class ChunkCache:
                                          disk_bytes=config.disk_bytes, eviction=config.eviction, redis=config.redis))
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
-        self.scheduler = Scheduler(self.engine, self._lock, config.max_batch)
+        spec = self.generator.spec
+        slot_bytes = 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * self.generator.dtype.itemsize + 16  # K, V, pos, seg
+        pool_slots = max(config.working_cache_bytes // slot_bytes, spec.max_positions)
+        self.scheduler = Scheduler(self.engine, self._lock, config.max_batch, config.token_budget, pool_slots, slot_bytes)
         self.chains = ChainStore(self.engine, self.prefix, self.prompt.prefix_digest, store)
         self.refiner = Refiner(self.engine, self.prefix, self.chains, self._lock, lambda: self._answerer.busy, config.refine)
         self._answerer = Answerer(config, self.engine, self.prompt, self.prefix, self.chunks, self._lock, self.scheduler,

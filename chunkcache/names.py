@@ -14,6 +14,9 @@ DEFAULT_CODEC = "fp16"
 # asked for (it pays with bf16/int4); the memory tier holds 512 MiB of encoded chunk KV.
 DEFAULT_ZSTD_LEVEL = None
 DEFAULT_MEMORY_BYTES = 512 * 2**20
+# The scheduler's per-step row budget and the working caches' memory (README "Scheduling").
+DEFAULT_TOKEN_BUDGET = 64
+DEFAULT_WORKING_CACHE_BYTES = 2 * 2**30
 
 # How an answer uses the cache (prompt_phase.py describes each).
 MODES = ("full", "reuse", "blend", "ape", "prefix")

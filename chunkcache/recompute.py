@@ -96,29 +96,21 @@ def probe(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_ids: to
 
     Reserves the suffix's slots (returned, [S]) and writes its K/V there (blend overwrites them).
     Returns (slots [S], scores [N] float32): the question's normalised attention to each context
-    token, summed over layers [start*L, L).
+    token, summed over layers [start*L, L) (`ProbeAttention`).
     """
     gen = engine.gen
-    ctx = _context_range(ctx_slots)
     slots = kv.reserve(suffix_pos)
+    attend = ProbeAttention(engine, kv, ctx_slots, suffix_pos, start)
     cos, sin = gen.rope(suffix_pos)
-    mask = position_mask(suffix_pos, kv.pos[: kv.length])
-    scoring = probe_layers(gen.spec.n_layers, start)
-    scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32, device=kv.pos.device)
     h = gen.embed(suffix_ids)
-    for layer in range(scoring.stop):
+    stop = attend.scoring.stop
+    for layer in range(stop):
         q, k, v = gen.qkv(layer, h)
         kv.write(layer, slots, apply_rope(k, cos, sin), v)
-        q_rot = apply_rope(q, cos, sin)
-        keys, values = kv.keys(layer)
-        if layer in scoring:
-            out, probs = attention_probs(q_rot, keys, values, gen.spec.scaling, mask)
-            scores += context_attention(probs, ctx)
-        else:
-            out = gen.attention(q_rot, keys, values, mask)
-        if layer + 1 < scoring.stop:  # the last layer's output is not needed
+        out = attend(layer, apply_rope(q, cos, sin))
+        if layer + 1 < stop:  # the last layer's output is not needed
             h = gen.finish(layer, h, out)
-    return slots, scores
+    return slots, attend.scores
 
 
 @torch.inference_mode()
@@ -163,6 +155,55 @@ def _question_share(engine: Engine, kv: WorkingKV, layer: int, q_suffix: torch.T
     return context_attention(probs, ctx)
 
 
+def select(scores: torch.Tensor, plan: BlendPlan, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The context tokens to recompute from `scores` [N]: (selected [K] ascending, order [N] best
+    first). k: the budget (the adaptive budget replaces it when set); forced tokens come first."""
+    cfg = plan.config
+    if cfg.adaptive_coverage is not None:
+        k = adaptive_budget(scores, cfg.adaptive_coverage, plan.ratio)
+    n_forced = 0 if plan.forced is None else plan.forced.numel()
+    order = rank_tokens(smooth_within(scores, list(plan.chunk_lengths) or [scores.numel()], cfg.span_window), plan.forced)
+    return order[: max(k, n_forced)].sort().values, order
+
+
+def refresh_queue(order: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """[N] every context index, next to refresh first: `order` [N] without the `selected` [K]
+    (already fresh), which come last."""
+    done = torch.zeros(order.numel(), dtype=torch.bool, device=order.device)
+    done[selected] = True
+    return torch.cat((order[~done[order]], order[done[order]]))
+
+
+def splits_by_position(cfg: BlendConfig) -> bool:
+    """Whether blend's recompute under `cfg` may run in pieces (`prompt_work.py`): the probe picks
+    every token before any recompute, and the same tokens run through every layer (no leading
+    full layers, no gradual filtering), so the recompute is one causal pass over them in position
+    order and any split of it is exact."""
+    return cfg.deviation_of == "probe" and cfg.full_layers == 0 and cfg.gradual_start == 1.0
+
+
+class ProbeAttention:
+    """The probe as attention in a shared forward (`Rows.attend`): the question's rows [S] at
+    their reserved slots see the cache by position; in the scoring layers [start*L, L) their
+    normalised attention to each context token is summed into `scores` [N]. Equals `probe`."""
+
+    def __init__(self, engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_pos: torch.Tensor, start: float):
+        self.gen, self.kv = engine.gen, kv
+        self.ctx = _context_range(ctx_slots)
+        self.mask = position_mask(suffix_pos, kv.pos[: kv.length])
+        self.scoring = probe_layers(engine.gen.spec.n_layers, start)
+        self.scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32, device=kv.pos.device)
+
+    def __call__(self, layer: int, q_rot: torch.Tensor) -> torch.Tensor:
+        """q_rot: [H, S, d]; returns the attention's output [H, S, d]."""
+        keys, values = self.kv.keys(layer)
+        if layer in self.scoring:
+            out, probs = attention_probs(q_rot, keys, values, self.gen.spec.scaling, self.mask)
+            self.scores += context_attention(probs, self.ctx)
+            return out
+        return self.gen.attention(q_rot, keys, values, self.mask)
+
+
 @torch.inference_mode()
 def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: torch.Tensor, ctx_ids: torch.Tensor,
           suffix_ids: torch.Tensor, suffix_pos: torch.Tensor, plan: BlendPlan) -> BlendResult:
@@ -175,7 +216,6 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
     n_layers = gen.spec.n_layers
     n, s = ctx_ids.numel(), suffix_ids.numel()
     ctx = _context_range(ctx_slots)
-    lengths = list(plan.chunk_lengths) or [n]
     scores = None
     if cfg.deviation_of == "probe":
         suffix_slots, scores = probe(engine, kv, ctx_slots, suffix_ids, suffix_pos, cfg.probe_from)
@@ -202,11 +242,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
 
     def narrow():
         nonlocal order, selected, active, h, layout
-        k0 = budgets[0] if budgets else 0
-        if cfg.adaptive_coverage is not None:
-            k0 = adaptive_budget(scores, cfg.adaptive_coverage, plan.ratio)
-        order = rank_tokens(smooth_within(scores, lengths, cfg.span_window), plan.forced)
-        selected = order[: max(k0, n_forced)].sort().values
+        selected, order = select(scores, plan, budgets[0] if budgets else 0)
         keep = torch.cat((selected, torch.arange(n, n + s, device=dev)))
         h, active = h[keep], keep
         layout = layout_for(gen.spec, kv, pos[active])
@@ -246,9 +282,7 @@ def blend(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, ctx_cached: to
                 layout = layout_for(gen.spec, kv, pos[active])
     if order is None:  # narrow_at == n_layers: every token ran through every layer
         order = torch.arange(n, device=dev)
-    done = torch.zeros(n, dtype=torch.bool, device=dev)
-    done[selected] = True
-    queue = torch.cat((order[~done[order]], order[done[order]]))
+    queue = refresh_queue(order, selected)
     mean_tokens = sum(per_layer) / len(per_layer) if per_layer else float(n)
     return BlendResult(hidden=h[-s:], recomputed=selected, queue=queue, mean_tokens=mean_tokens)
 

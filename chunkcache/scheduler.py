@@ -1,21 +1,29 @@
-"""Continuous batching on the in-process generator (the scheduling idea of vLLM and SGLang, small).
+"""Continuous batching with a token budget per step (the scheduling of vLLM and SARATHI, small).
 
-One scheduler thread owns the model while requests are answered. A request's prompt phase
-(`prompt_phase.start`: placing its chunks' KV, already loaded by the caller's thread, then the
-prefill or blend and the first token) runs alone; then the request joins the running set, and
-every running request's next decode step goes through ONE forward (`stream.decode_step`:
-projections and MLP over all rows, attention per request over its own cache). New requests join
-at step boundaries: each loop admits one waiting request, then takes one step of the batch, so a
-newcomer waits at most one step for its prompt phase and the running ones are never starved. A request is done on a stop token, at its length, or when its
+One scheduler thread owns the model while requests are answered. Every step is ONE forward
+(`Engine.forward_rows`: projections and MLP over all rows, attention per request over its own
+cache) of
+  - the next rows of every running decode (one row; more while it repairs), never cut, and
+  - prompt work in pieces (`prompt_work.PromptWork`: a full prefill in chunks, blend's probe,
+    then its recompute in position order) up to what `token_budget` has left, in admission
+    order (`step_budget.share_budget`).
+A long prompt therefore never stalls the running decodes for its whole length: it advances a
+budget's worth of rows per step beside them. A prompt phase that cannot be split (a non-default
+selection: `recompute.splits_by_position`) runs alone at a step boundary.
+
+Memory: a request holds its working cache's slots from admission (`step_budget.Admission`, in the
+caller's thread, before its chunks are placed) to its end; one that can never fit is refused,
+others wait in arrival order. A request is done on a stop token, at its length, or when its
 `should_stop` says so (a client gone, a timeout); it is then removed before the next step.
 
-Concurrency model: callers block on a Future; the scheduler holds the model lock for each prompt
-phase and each step (never across them), so warm-up and evaluation interleave at step boundaries.
+Concurrency model: callers block on a Future; the scheduler holds the model lock for each step
+(never across steps), so warm-up and evaluation interleave at step boundaries.
 """
 
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -23,33 +31,45 @@ import torch
 
 from chunkcache.engine import Engine
 from chunkcache.errors import CacheClosedError
-from chunkcache.stream import Stream, decode_step
+from chunkcache.names import DEFAULT_TOKEN_BUDGET
+from chunkcache.prompt_work import PromptWork
+from chunkcache.step_budget import Admission, SlotPool, share_budget
+from chunkcache.stream import Stream
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    """Runs submitted requests, decoding up to `max_batch` of them together.
+    """Runs submitted requests, up to `max_batch` of them at once, `token_budget` rows a step.
 
-    submit(prompt): `prompt()` runs on the scheduler thread under the model lock and returns
-    the request's Stream after its first token; the Future resolves to the finished Stream.
+    submit(work): `work()` is called on the scheduler thread and returns the request's PromptWork
+    (its cache placed); the Future resolves to the finished Stream. Working-cache memory is
+    `admission`'s (`pool_slots` tokens; acquire before placing, release after the answer).
     """
 
-    def __init__(self, engine: Engine, lock: threading.RLock, max_batch: int = 16):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    def __init__(self, engine: Engine, lock: threading.RLock, max_batch: int = 16,
+                 token_budget: int = DEFAULT_TOKEN_BUDGET, pool_slots: int = 1 << 40, slot_bytes: int = 0):
+        if max_batch < 1 or token_budget < 1:
+            raise ValueError(f"max_batch and token_budget must be >= 1, got {max_batch}, {token_budget}")
         self.engine = engine
         self.max_batch = max_batch
+        self.token_budget = token_budget
+        self.admission = Admission(SlotPool(pool_slots))
+        self.slot_bytes = slot_bytes  # working-cache bytes a slot (for reports)
         self._lock = lock
         self._cv = threading.Condition()
-        self._waiting: collections.deque[tuple[Callable[[], Stream], Future]] = collections.deque()
+        self._waiting: collections.deque[tuple[Callable[[], PromptWork], Future]] = collections.deque()
+        self._prompting: list[tuple[PromptWork, Future]] = []
         self._running: list[tuple[Stream, Future]] = []
         self._closed = False
         self._thread: threading.Thread | None = None
-        self.steps = 0  # batched decode steps taken
+        self.steps = 0  # forwards taken
         self.batched_rows = 0  # requests summed over those steps (mean batch = batched_rows / steps)
+        self.rows = 0  # token rows summed over those steps (decode, repair and prompt rows)
+        self.prompt_rows = 0  # of which prompt pieces
+        self.mixed_steps = 0  # steps whose forward carried decodes and prompt pieces together
 
-    def submit(self, prompt: Callable[[], Stream]) -> Future:
+    def submit(self, work: Callable[[], PromptWork]) -> Future:
         future: Future = Future()
         with self._cv:
             if self._closed:
@@ -57,12 +77,12 @@ class Scheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="chunkcache-scheduler", daemon=True)
                 self._thread.start()
-            self._waiting.append((prompt, future))
+            self._waiting.append((work, future))
             self._cv.notify()
         return future
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Stop taking requests, finish the running ones, fail the waiting ones."""
+        """Stop taking requests, finish the admitted ones, fail the waiting ones."""
         with self._cv:
             self._closed = True
             waiting, self._waiting = list(self._waiting), collections.deque()
@@ -78,38 +98,46 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return len(self._running) + len(self._prompting)
 
     @property
     def busy(self) -> bool:
         """A request waits or runs (a snapshot: idle refinement polls it between layers)."""
-        return bool(self._waiting or self._running)
+        return bool(self._waiting or self._prompting or self._running or self.admission.waiting)
 
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._waiting and not self._running and not self._closed:
+                while not self._waiting and not self._running and not self._prompting and not self._closed:
                     self._cv.wait()
-                if self._closed and not self._running:
+                if self._closed and not self._running and not self._prompting:
                     return
-                job = self._waiting.popleft() if self._waiting and len(self._running) < self.max_batch else None
-            if job is not None:
-                self._admit(*job)
+                new = []
+                while self._waiting and len(self._running) + len(self._prompting) + len(new) < self.max_batch:
+                    new.append(self._waiting.popleft())
+            for work, future in new:
+                self._start(work, future)
             self._finish_done()
-            if self._running:
+            if self._prompting and self._prompting[0][0].solo:
+                self._solo(*self._prompting.pop(0))
+            elif self._running or self._prompting:
                 self._step()
-                self._finish_done()
+            self._finish_done()
 
-    def _admit(self, prompt: Callable[[], Stream], future: Future) -> None:
+    def _start(self, work: Callable[[], PromptWork], future: Future) -> None:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            with self._lock, torch.inference_mode():
-                stream = prompt()
-        except BaseException as exc:  # the request's own error (bad input, a model failure) is its caller's
+            self._prompting.append((work(), future))
+        except BaseException as exc:  # the request's own error is its caller's
             future.set_exception(exc)
-            return
-        self._running.append((stream, future))
+
+    def _solo(self, work: PromptWork, future: Future) -> None:
+        try:
+            with self._lock, torch.inference_mode():
+                self._running.append((work.run_solo(), future))
+        except BaseException as exc:
+            future.set_exception(exc)
 
     def _finish_done(self) -> None:
         live = []
@@ -126,23 +154,59 @@ class Scheduler:
         self._running = live
 
     def _step(self) -> None:
-        streams = [s for s, _ in self._running]
+        """One forward: every running decode's rows and the prompt pieces the budget has room for."""
+        decoding = self._running
         try:
             with self._lock, torch.inference_mode():
-                errors = decode_step(self.engine, streams)
-        except BaseException as exc:  # the forward itself failed: every request of the batch fails
-            log.exception("batched decode step failed for %d requests", len(streams))
-            for _, future in self._running:
+                t0 = time.perf_counter()
+                rows = [st.rows() for st, _ in decoding]
+                n_decode = sum(r.ids.numel() for r in rows)
+                share = share_budget(n_decode, [(i, w.rows_left, w.unit) for i, (w, _) in enumerate(self._prompting)],
+                                     self.token_budget)
+                pieces = [self._prompting[i][0].piece(n) for i, n in share]
+                hidden = self.engine.forward_rows(rows + pieces)  # [B, D]: each request's last row
+                logits = self.engine.gen.logits(hidden[: len(rows)]).cpu() if rows else None  # one host copy
+        except BaseException as exc:  # the forward itself failed: every request of the step fails
+            log.exception("scheduler step failed for %d decodes and %d prompt pieces", len(decoding), len(self._prompting))
+            for _, future in decoding + self._prompting:
                 future.set_exception(exc)
-            self._running = []
+            self._running, self._prompting = [], []
             return
+        elapsed = time.perf_counter() - t0
         self.steps += 1
-        self.batched_rows += len(streams)
-        if any(e is not None for e in errors):
-            kept = []
-            for (stream, future), err in zip(self._running, errors):
-                if err is None:
-                    kept.append((stream, future))
-                else:
-                    future.set_exception(err)
-            self._running = kept
+        self.batched_rows += len(rows) + len(pieces)
+        self.rows += n_decode + sum(p.ids.numel() for p in pieces)
+        self.prompt_rows += sum(p.ids.numel() for p in pieces)
+        self.mixed_steps += bool(rows and pieces)
+        kept = []
+        for (stream, future), row in zip(decoding, logits if logits is not None else []):
+            stream.decode_s += elapsed  # every stream waited for the whole step
+            try:
+                stream.advance(row)
+            except Exception as exc:  # its consumer failed: this request alone ends
+                future.set_exception(exc)
+                continue
+            kept.append((stream, future))
+        self._running = kept
+        self._take_pieces(share, hidden[len(rows):])
+
+    def _take_pieces(self, share: list[tuple[int, int]], hidden: torch.Tensor) -> None:
+        """Hand each prompt piece its last hidden state [1, D]; move requests with a first token on."""
+        failed: set[int] = set()
+        for (i, _), h in zip(share, hidden):
+            work, future = self._prompting[i]
+            try:
+                with self._lock, torch.inference_mode():
+                    work.took(h[None])
+            except Exception as exc:  # its first token's consumer failed, or its growth
+                future.set_exception(exc)
+                failed.add(i)
+        still = []
+        for i, (work, future) in enumerate(self._prompting):
+            if i in failed:
+                continue
+            if work.stream is not None:
+                self._running.append((work.stream, future))
+            else:
+                still.append((work, future))
+        self._prompting = still

@@ -1,27 +1,27 @@
-"""Bookkeeping of a scheduler step: working-cache slots and the token budget (no tensors).
+"""Bookkeeping of the scheduler: working-cache slots and the token budget of a step (no tensors).
 
-Two budgets decide what one step runs, as in vLLM's scheduler (`vllm/v1/core/sched/`):
+Two budgets decide what runs, as in vLLM's scheduler (`vllm/v1/core/sched/`):
 
-- **Working-cache slots** (`SlotPool`): a request's private cache holds its context after the
-  shared prefix plus its answer, `slots` tokens, reserved whole when it is admitted and freed
-  when it finishes. Reserving the whole length up front means a running request never has to
-  be preempted; a request waits (back-pressure) while the pool is short, and one that needs
-  more than the pool holds can never run and is refused (`fits`).
-- **The token budget** (`plan_step`): every running decode takes one row of the step; what the
-  budget has left goes to prompt work (prefill, probe, recompute, repair rows) in chunks,
-  first to requests whose prompt phase is under way, then to waiting requests in arrival
-  order. The head of the queue is never skipped for a smaller one behind it, so no request
-  starves; a request whose slots do not fit stops admission for this step.
+- **Working-cache slots** (`SlotPool`, `Admission`): a request's working cache holds the prefix,
+  its context, its question and its answer, `slots` tokens, reserved whole when it is admitted
+  and freed when it ends. Reserving the whole length up front means a running request never has
+  to be preempted; a request waits (back-pressure) while the pool is short, in arrival order (the
+  head of the queue is never overtaken by a smaller request behind it, so none starves), and one
+  that needs more than the pool holds can never run and is refused at once.
+- **The token budget** (`share_budget`): every running decode's rows ride first (one row, more
+  while it repairs; never cut); what the budget has left goes to prompt work (prefill, blend's
+  probe and recompute) in pieces, in admission order.
 
 Decode rows are memory-bound (every step reads all the weights), so prompt rows that ride in
 the same forward are nearly free: SARATHI's piggybacking. A step with `token_budget` rows is
 one forward.
 """
 
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+import collections
+import threading
+from collections.abc import Callable, Hashable, Sequence
 
-from chunkcache.errors import ConfigError
+from chunkcache.errors import ConfigError, WorkingCacheFullError
 
 RequestId = Hashable
 
@@ -66,58 +66,73 @@ class SlotPool:
         return self.capacity - self.used
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A request not admitted yet: the slots its cache needs and the prompt rows it will run."""
+class Admission:
+    """FIFO admission to a `SlotPool` across threads (each request's own thread waits in `acquire`).
 
-    rid: RequestId
-    slots: int
-    prompt_rows: int
+    >>> adm = Admission(SlotPool(100)); adm.acquire("a", 60); adm.pool.used
+    60
+    """
 
+    def __init__(self, pool: SlotPool, poll_s: float = 0.05):
+        self.pool = pool
+        self._poll_s = poll_s
+        self._cv = threading.Condition()
+        self._queue: collections.deque[RequestId] = collections.deque()
 
-@dataclass(frozen=True)
-class StepPlan:
-    """One step: a row for each decode, and (request, rows) of prompt work in budget order."""
+    def acquire(self, rid: RequestId, slots: int, should_stop: Callable[[], bool] | None = None) -> None:
+        """Wait until every request queued before `rid` is admitted and `slots` fit, then hold them.
 
-    decodes: tuple[RequestId, ...]
-    prompt: tuple[tuple[RequestId, int], ...]
-    admitted: tuple[RequestId, ...]  # waiting requests admitted by this step (slots allocated)
+        Raises WorkingCacheFullError at once when `slots` can never fit, or when `should_stop()`
+        says the caller gave up while waiting (nothing is then held)."""
+        if not self.pool.fits(slots):
+            raise WorkingCacheFullError(
+                f"this request needs {slots} working-cache tokens (prefix, passages, question and "
+                f"max_new_tokens) but the pool holds {self.pool.capacity}: send fewer or shorter passages "
+                f"or a smaller max_new_tokens, or give the server more working-cache memory", retry_after_s=None)
+        with self._cv:
+            self._queue.append(rid)
+            try:
+                while self._queue[0] != rid or not self.pool.can_allocate(slots):
+                    if should_stop is not None and should_stop():
+                        raise WorkingCacheFullError("the request was given up while it waited for working-cache memory",
+                                                    retry_after_s=1.0)
+                    self._cv.wait(self._poll_s)
+                self.pool.allocate(rid, slots)
+            finally:
+                self._queue.remove(rid)
+                self._cv.notify_all()
+
+    def release(self, rid: RequestId) -> None:
+        """Free what `rid` holds (nothing if it was never admitted) and wake the queue."""
+        with self._cv:
+            self.pool.free(rid)
+            self._cv.notify_all()
 
     @property
-    def rows(self) -> int:
-        return len(self.decodes) + sum(n for _, n in self.prompt)
+    def waiting(self) -> int:
+        return len(self._queue)
 
 
-def plan_step(decoding: Sequence[RequestId], prompting: Sequence[tuple[RequestId, int]], waiting: Sequence[Waiting],
-              pool: SlotPool, token_budget: int, max_running: int) -> StepPlan:
-    """Which rows the next step runs.
+def share_budget(decode_rows: int, prompting: Sequence[tuple[RequestId, int, int]], token_budget: int) -> list[tuple[RequestId, int]]:
+    """How many prompt rows each request runs in the next step.
 
-    decoding: running requests past their prompt phase (one row each; never cut by the budget:
-    a decode step is the unit the budget rides on). prompting: (request, prompt rows left) of
-    admitted requests, in admission order. waiting: the queue, in arrival order. Admits from the
-    head of the queue while the pool has its slots, fewer than `max_running` requests run, and
-    the budget has rows left; allocates their slots in `pool`.
+    decode_rows: rows the running decodes take (they ride first, never cut). prompting:
+    (request, rows left, unit) in admission order, unit being the smallest piece it can run now
+    (a probe is one piece). The budget's rest goes in order; a request whose unit does not fit
+    in what is left waits for the next step, and nothing behind it overtakes. The first request
+    always runs at least its unit, so prompt work moves even when decodes fill the budget.
+    Returns [(request, rows)] with rows >= 1.
     """
-    if token_budget < 1 or max_running < 1:
-        raise ConfigError(f"token_budget and max_running must be >= 1, got {token_budget}, {max_running}")
-    left = token_budget - len(decoding)
-    prompt: list[tuple[RequestId, int]] = []
-    for rid, rows in prompting:
-        if left <= 0:
+    if token_budget < 1:
+        raise ConfigError(f"token_budget must be >= 1, got {token_budget}")
+    left = token_budget - decode_rows
+    out: list[tuple[RequestId, int]] = []
+    for rid, rows, unit in prompting:
+        if rows <= 0:
+            continue
+        if left < unit and out:
             break
-        take = min(rows, left)
-        prompt.append((rid, take))
+        take = min(rows, max(left, unit))
+        out.append((rid, take))
         left -= take
-    admitted: list[RequestId] = []
-    running = len(decoding) + len(prompting)
-    for w in waiting:
-        if left <= 0 or running >= max_running or not pool.can_allocate(w.slots):
-            break  # the head waits; nothing behind it overtakes
-        pool.allocate(w.rid, w.slots)
-        admitted.append(w.rid)
-        running += 1
-        take = min(w.prompt_rows, left)
-        if take:
-            prompt.append((w.rid, take))
-            left -= take
-    return StepPlan(tuple(decoding), tuple(prompt), tuple(admitted))
+    return out

@@ -150,6 +150,7 @@ def decode_alone(engine: Engine, stream: Stream, teacher: tuple[int, ...] | None
             raise error
     if not teacher:
         return stream.result()
+    repaired = stream.decoder.repaired  # the replay rewinds the decoder to the first token
     t0 = time.perf_counter()
     agreement = stream.agreement(teacher, snap)
-    return replace(stream.result(agreement), replay_s=time.perf_counter() - t0)
+    return replace(stream.result(agreement), replay_s=time.perf_counter() - t0, repaired=repaired)

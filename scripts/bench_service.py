@@ -14,9 +14,11 @@ every running decode.
 
 Per level, all client-side (queue wait included): req/s; p50/p99 TTFT (send to first token
 event); p50/p99 time between tokens (gaps between a request's consecutive token events: the
-stall a long prompt phase causes shows here); mean rows per batched decode step (the
-scheduler's count); peak growth of the process's resident memory during the level (working
-caches and activations; a proxy until the scheduler accounts its working-cache bytes).
+stall a long prompt phase causes shows here); mean token rows per scheduler step (decodes,
+repairs and prompt pieces) and the share of steps whose forward carried decodes and prompt
+pieces together; peak working-cache memory (the admission pool's peak, slots x bytes a slot);
+peak growth of the process's resident memory during the level (working caches, activations).
+`--token-budget` and `--working-cache-mib` set the scheduler's budgets (`CacheConfig`).
 """
 
 import argparse
@@ -89,7 +91,9 @@ class Level:
     wall_s: float
     ttfts_s: tuple[float, ...]
     gaps_s: tuple[float, ...]  # time between consecutive token events, over every request
-    mean_rows: float  # requests per batched decode step during the level (the scheduler's count)
+    mean_rows: float  # token rows per scheduler step during the level (the scheduler's count)
+    mixed_share: float  # steps carrying decodes and prompt pieces together, of all steps
+    peak_cache_mib: float  # peak working-cache memory admitted during the level
     peak_rss_mib: float  # peak growth of resident memory during the level
 
     def row(self) -> str:
@@ -98,12 +102,13 @@ class Level:
 
         return (f"| {self.mode} | {self.load} | {self.concurrency} | {self.requests} | {self.ok} | {self.rejected + self.failed} | "
                 f"{self.ok / self.wall_s:.2f} | {ms(self.ttfts_s, 0.5)} | {ms(self.ttfts_s, 0.99)} | {ms(self.gaps_s, 0.5)} | "
-                f"{ms(self.gaps_s, 0.99)} | {self.mean_rows:.1f} | {self.peak_rss_mib:.0f} |")
+                f"{ms(self.gaps_s, 0.99)} | {self.mean_rows:.1f} | {self.mixed_share:.0%} | {self.peak_cache_mib:.0f} | "
+                f"{self.peak_rss_mib:.0f} |")
 
 
 HEADER = ("| mode | load | concurrency | requests | ok | 503/errors | req/s | p50 TTFT ms | p99 TTFT ms | p50 between tokens ms | "
-          "p99 between tokens ms | rows per step | peak RSS growth MiB |\n"
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "p99 between tokens ms | rows per step | steps with both | peak working cache MiB | peak RSS growth MiB |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 class PeakRss:
@@ -171,7 +176,9 @@ async def run_level(url: str, mode: str, concurrency: int, n: int, args, questio
                 gaps.extend(b - a for a, b in zip(times, times[1:]))
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    steps, rows = scheduler.steps, scheduler.batched_rows
+    steps, rows, mixed_steps = scheduler.steps, scheduler.rows, scheduler.mixed_steps
+    pool = scheduler.admission.pool
+    pool.peak = pool.used
     with PeakRss() as rss:
         async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
             t0 = time.perf_counter()
@@ -179,7 +186,9 @@ async def run_level(url: str, mode: str, concurrency: int, n: int, args, questio
             wall = time.perf_counter() - t0
     return Level(mode, concurrency, "mixed" if mixed else "uniform", n, statuses.count(200), statuses.count(503),
                  sum(s not in (200, 503) for s in statuses), wall, tuple(ttfts), tuple(gaps),
-                 (scheduler.batched_rows - rows) / max(1, scheduler.steps - steps), rss.peak_mib)
+                 (scheduler.rows - rows) / max(1, scheduler.steps - steps),
+                 (scheduler.mixed_steps - mixed_steps) / max(1, scheduler.steps - steps),
+                 pool.peak * scheduler.slot_bytes / 2**20, rss.peak_mib)
 
 
 def prepare(client: httpx.Client, docs: list[dict], args, question: str) -> None:
@@ -229,6 +238,11 @@ def main() -> None:
     parser.add_argument("--mixed-top-k", type=int, default=None,
                         help="also run every concurrency with every fourth request retrieving this many chunks (e.g. 20)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--token-budget", type=int, default=None,
+                        help=f"rows per scheduler step (default: CacheConfig's, {CacheConfig.token_budget})")
+    parser.add_argument("--working-cache-mib", type=int, default=None,
+                        help=f"working-cache memory of the requests running at once (default: CacheConfig's, "
+                             f"{CacheConfig.working_cache_bytes // 2**20} MiB)")
     parser.add_argument("--workers", type=int, default=ServiceConfig.workers,
                         help="requests answered at once, decoded as one batch (default: %(default)s)")
     args = parser.parse_args()
@@ -239,7 +253,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     docs, questions = corpus(args)
     store = args.store or tempfile.mkdtemp(prefix="bench-service-")
-    cache = ChunkCache(config=CacheConfig(store_dir=store, model=args.model, max_batch=max(args.workers, CacheConfig.max_batch)))
+    budgets = {"token_budget": args.token_budget} if args.token_budget else {}
+    if args.working_cache_mib:
+        budgets["working_cache_bytes"] = args.working_cache_mib * 2**20
+    cache = ChunkCache(config=CacheConfig(store_dir=store, model=args.model, max_batch=max(args.workers, CacheConfig.max_batch),
+                                          **budgets))
     config = ServiceConfig(queue_size=max(args.concurrency), workers=args.workers, request_timeout_s=600,
                            max_top_k=max(ServiceConfig.max_top_k, args.mixed_top_k or 0))
     levels = []
@@ -257,8 +275,8 @@ def main() -> None:
         cache.close()
     print(f"\n{len(docs)} documents, top_k={args.top_k}" + (f" (mixed: every fourth request {args.mixed_top_k})" if args.mixed_top_k else "")
           + f", max_new_tokens={args.max_new_tokens}, workers={args.workers}, queue_size={config.queue_size}; "
-          "every time client-side, queueing included; rows per step = requests "
-          "per batched decode step.\nMachine: " + machine_line() + "\n")
+          f"token_budget={cache.config.token_budget}, working cache {cache.config.working_cache_bytes // 2**20} MiB; "
+          "every time client-side, queueing included; rows per step = token rows per scheduler step.\nMachine: " + machine_line() + "\n")
     print(HEADER)
     for level in levels:
         print(level.row())

@@ -1,9 +1,13 @@
-"""The step's bookkeeping (no model, no tensors): slots reserved whole, the token budget shared."""
+"""The scheduler's bookkeeping (no model, no tensors): slots reserved whole and admitted in
+arrival order, the token budget of a step shared."""
+
+import threading
+import time
 
 import pytest
 
-from chunkcache.errors import ConfigError
-from chunkcache.step_budget import SlotPool, Waiting, plan_step
+from chunkcache.errors import ConfigError, WorkingCacheFullError
+from chunkcache.step_budget import Admission, SlotPool, share_budget
 
 
 def test_pool_reserves_and_frees_and_keeps_its_peak():
@@ -27,63 +31,77 @@ def test_pool_refuses_a_nonsense_capacity():
         SlotPool(0)
 
 
-def test_decodes_ride_first_and_prompt_work_takes_the_rest_in_chunks():
-    pool = SlotPool(10_000)
-    plan = plan_step(["d1", "d2", "d3"], [("p1", 500)], [], pool, token_budget=64, max_running=16)
-    assert plan.decodes == ("d1", "d2", "d3")
-    assert plan.prompt == (("p1", 61),)  # the budget less one row per decode
-    assert plan.rows == 64 and plan.admitted == ()
+def test_decodes_ride_first_and_prompt_work_takes_the_rest_in_pieces():
+    assert share_budget(3, [("p1", 500, 1)], 64) == [("p1", 61)]  # the budget less the decode rows
+    assert share_budget(0, [("p", 20, 1), ("w", 200, 1)], 64) == [("p", 20), ("w", 44)]  # in order, leftover to the next
+    assert share_budget(0, [("done", 0, 1), ("p", 5, 1)], 64) == [("p", 5)]
 
 
-def test_a_prompt_under_way_goes_before_a_new_one_and_a_new_one_gets_the_leftover():
-    pool = SlotPool(10_000)
-    plan = plan_step(["d"], [("p", 20)], [Waiting("w", slots=300, prompt_rows=200)], pool, token_budget=64, max_running=16)
-    assert plan.prompt == (("p", 20), ("w", 43))
-    assert plan.admitted == ("w",) and pool.used == 300
+def test_a_piece_that_cannot_split_waits_and_nothing_overtakes_it():
+    # "probe" needs 40 rows at once; 30 are left after "a": it waits, and "b" behind it waits too.
+    assert share_budget(0, [("a", 34, 1), ("probe", 40, 40), ("b", 10, 1)], 64) == [("a", 34)]
 
 
-def test_admission_waits_for_slots_and_the_head_is_never_overtaken():
-    pool = SlotPool(1000)
-    pool.allocate("running", 800)
-    queue = [Waiting("big", slots=500, prompt_rows=10), Waiting("small", slots=50, prompt_rows=10)]
-    plan = plan_step(["running"], [], queue, pool, token_budget=256, max_running=16)
-    assert plan.admitted == () and plan.prompt == ()  # "small" would fit, but it does not jump the queue
-    pool.free("running")
-    plan = plan_step([], [], queue, pool, token_budget=256, max_running=16)
-    assert plan.admitted == ("big", "small") and pool.used == 550
-
-
-def test_admission_stops_at_max_running_and_when_the_budget_is_spent():
-    pool = SlotPool(10_000)
-    queue = [Waiting(i, slots=10, prompt_rows=100) for i in range(4)]
-    assert plan_step(["a", "b"], [], queue, pool, token_budget=1000, max_running=3).admitted == (0,)
-    pool = SlotPool(10_000)
-    plan = plan_step([], [], queue, pool, token_budget=150, max_running=16)
-    assert plan.admitted == (0, 1) and plan.prompt == ((0, 100), (1, 50))  # 1 is admitted with a first chunk
-    assert plan_step(["x"] * 8, [], queue, SlotPool(10_000), token_budget=8, max_running=16).admitted == ()
+def test_the_first_prompt_always_moves_even_when_decodes_fill_the_budget():
+    assert share_budget(16, [("p", 500, 1), ("q", 5, 1)], 16) == [("p", 1)]
+    assert share_budget(60, [("probe", 30, 30)], 64) == [("probe", 30)]  # a whole probe, over the budget
 
 
 def test_every_prompt_row_is_planned_once_over_steps():
-    """Replaying plans until every prompt is done covers each request's rows exactly once."""
-    pool = SlotPool(10_000)
-    rows = {0: 130, 1: 7, 2: 64, 3: 300}
-    waiting = [Waiting(rid, slots=100, prompt_rows=n) for rid, n in rows.items()]
-    left: dict[int, int] = {}
-    done = dict.fromkeys(rows, 0)
-    while waiting or left:
-        plan = plan_step([], list(left.items()), waiting, pool, token_budget=50, max_running=2)
-        assert plan.rows <= 50
-        waiting = [w for w in waiting if w.rid not in plan.admitted]
-        left |= {rid: rows[rid] for rid in plan.admitted}
-        for rid, n in plan.prompt:
+    """Replaying steps until every prompt is done covers each request's rows exactly once, within the budget."""
+    left = {0: 130, 1: 7, 2: 64, 3: 300}
+    done = dict.fromkeys(left, 0)
+    while any(left.values()):
+        share = share_budget(2, [(rid, n, 1) for rid, n in left.items()], 50)
+        assert sum(n for _, n in share) <= 48 and share
+        for rid, n in share:
             done[rid] += n
             left[rid] -= n
-            if left[rid] == 0:
-                del left[rid]
-                pool.free(rid)
-    assert done == rows and pool.used == 0
+    assert done == {0: 130, 1: 7, 2: 64, 3: 300}
 
 
-def test_bad_budgets_are_refused():
+def test_share_budget_refuses_a_nonsense_budget():
     with pytest.raises(ConfigError, match="token_budget"):
-        plan_step([], [], [], SlotPool(1), token_budget=0, max_running=1)
+        share_budget(0, [], 0)
+
+
+def test_admission_refuses_at_once_what_can_never_fit():
+    adm = Admission(SlotPool(100))
+    with pytest.raises(WorkingCacheFullError, match="needs 101 working-cache tokens") as err:
+        adm.acquire("big", 101)
+    assert err.value.retry_after_s is None and adm.pool.used == 0
+
+
+def test_admission_waits_for_slots_in_arrival_order():
+    adm = Admission(SlotPool(100), poll_s=0.01)
+    adm.acquire("running", 80)
+    order = []
+
+    def wait_for(rid, slots):
+        adm.acquire(rid, slots)
+        order.append(rid)
+
+    big = threading.Thread(target=wait_for, args=("big", 50))
+    big.start()
+    while adm.waiting < 1:
+        time.sleep(0.001)
+    small = threading.Thread(target=wait_for, args=("small", 10))  # would fit now, but "big" came first
+    small.start()
+    while adm.waiting < 2:
+        time.sleep(0.001)
+    time.sleep(0.05)
+    assert order == [] and adm.pool.used == 80
+    adm.release("running")
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"] and adm.pool.used == 60
+
+
+def test_a_waiting_request_that_gives_up_holds_nothing_and_unblocks_the_queue():
+    adm = Admission(SlotPool(100), poll_s=0.01)
+    adm.acquire("running", 90)
+    with pytest.raises(WorkingCacheFullError, match="given up") as err:
+        adm.acquire("impatient", 50, should_stop=lambda: True)
+    assert err.value.retry_after_s == 1.0 and adm.waiting == 0 and adm.pool.used == 90
+    adm.acquire("small", 10)  # nothing left in front of it
+    assert adm.pool.used == 100
