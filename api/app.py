@@ -34,7 +34,7 @@ def create_app(cache: ChunkCache, config: ServiceConfig) -> FastAPI:
     if config.max_new_tokens_limit > cache.config.max_new_tokens_limit:
         raise ConfigError(f"max_new_tokens_limit {config.max_new_tokens_limit} is above the cache's own limit "
                           f"{cache.config.max_new_tokens_limit}; lower it or raise CacheConfig.max_new_tokens_limit")
-    metrics = ServiceMetrics(cache.stats, lambda: queue.depth, lambda: queue.busy)  # read at scrape time
+    metrics = ServiceMetrics(cache.stats, lambda: queue.depth, lambda: queue.busy, cache.scheduler_stats)  # read at scrape time
     queue = ModelQueue(config.workers, config.queue_size, on_wait=metrics.queue_wait.observe)
     # Document writes get their own worker and queue: behind 24 queued answers, an add would
     # wait (or be refused) for minutes. Both still take the cache's lock one call at a time.

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from chunkcache.types import Answer
+from chunkcache.types import Answer, SchedulerStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -51,7 +51,8 @@ class StoreCollector:
 class ServiceMetrics:
     """Request counts and latency per route, TTFT, recompute ratio, queue depth, store counters."""
 
-    def __init__(self, store_stats: Callable[[], object], queue_depth: Callable[[], int], queue_busy: Callable[[], int]):
+    def __init__(self, store_stats: Callable[[], object], queue_depth: Callable[[], int], queue_busy: Callable[[], int],
+                 scheduler_stats: Callable[[], SchedulerStats] | None = None):
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.requests = Counter("chunkcache_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r)
@@ -70,6 +71,16 @@ class ServiceMetrics:
         busy = Gauge("chunkcache_queue_busy_workers", "model workers running a request", registry=r)
         busy.set_function(queue_busy)
         r.register(StoreCollector(store_stats))
+        if scheduler_stats is not None:
+            for name, doc, field in (
+                    ("chunkcache_scheduler_steps", "scheduler steps (forwards) taken", "steps"),
+                    ("chunkcache_scheduler_rows", "token rows of those steps (decode, repair and prompt rows)", "rows"),
+                    ("chunkcache_scheduler_prompt_rows", "prompt rows run in pieces beside the decodes", "prompt_rows"),
+                    ("chunkcache_working_cache_bytes", "working-cache memory of the requests admitted now", "working_cache_bytes"),
+                    ("chunkcache_working_cache_capacity_bytes", "working-cache memory the scheduler admits at most",
+                     "working_cache_capacity_bytes"),
+                    ("chunkcache_waiting_for_memory", "requests waiting for working-cache memory", "waiting_for_memory")):
+                Gauge(name, doc, registry=r).set_function(lambda f=field: getattr(scheduler_stats(), f))
 
     def observe_answer(self, answer: Answer) -> None:
         self.ttft.labels(answer.mode).observe(answer.ttft_s)

@@ -22,7 +22,8 @@ DESCRIPTIONS = {
     415: "The body is not sent as `application/json`",
     422: "The request does not match the schema or the server's caps; the message names the field",
     500: "The server failed; the body carries a request id for its log",
-    503: "The model queue is full (with `Retry-After`), or the server is starting or stopping",
+    503: "The model queue is full (with `Retry-After`), the request's working cache can never fit (fewer passages or "
+         "tokens, or more `--working-cache-mib`), or the server is starting or stopping",
     504: "The request did not finish within the server's time limit",
     507: "The server has no disk space left to store the change; nothing was changed",
 }

@@ -4,6 +4,7 @@ chunk_store.ChunkStore (chunk KV: key, warm, load, delete), answerer.Answerer (o
 given passages) and document_service.DocumentService (documents, corpus, retrieval).
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +29,10 @@ from chunkcache.refiner import Refiner, compute_chain
 from chunkcache.sampling import SamplingParams
 from chunkcache.scheduler import Scheduler
 from chunkcache.storage import KVStore, StoreConfig
-from chunkcache.types import Answer
+from chunkcache.types import Answer, SchedulerStats
 
+
+log = logging.getLogger(__name__)
 
 class ChunkCache:
     """Answers questions over passages, reusing each passage's precomputed KV cache.
@@ -69,7 +72,10 @@ class ChunkCache:
                                  config.warm_batch_tokens)
         spec = self.generator.spec
         slot_bytes = 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * self.generator.dtype.itemsize + 16  # K, V, pos, seg
-        pool_slots = max(config.working_cache_bytes // slot_bytes, spec.max_positions)
+        pool_slots = max(1, config.working_cache_bytes // slot_bytes)
+        if pool_slots < spec.max_positions:
+            log.warning("working_cache_bytes holds %d tokens of working cache, fewer than one request of the model's whole "
+                        "context (%d): longer requests will be refused", pool_slots, spec.max_positions)
         self.scheduler = Scheduler(self.engine, self._lock, config.max_batch, config.token_budget, pool_slots, slot_bytes)
         self.chains = ChainStore(self.engine, self.prefix, self.prompt.prefix_digest, store)
         self.refiner = Refiner(self.engine, self.prefix, self.chains, self._lock, lambda: self._answerer.busy, config.refine)
@@ -231,6 +237,10 @@ class ChunkCache:
     def stats(self):
         """Store statistics (hits, misses, bytes, entries, evictions, corrupt entries per tier)."""
         return self.store.stats()
+
+    def scheduler_stats(self) -> SchedulerStats:
+        """Steps, rows and working-cache memory of the scheduler (`types.SchedulerStats`)."""
+        return self.scheduler.stats()
 
     def close(self) -> None:
         self.refiner.close()  # it takes the model lock per layer: stop it first

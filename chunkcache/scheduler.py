@@ -35,6 +35,7 @@ from chunkcache.names import DEFAULT_TOKEN_BUDGET
 from chunkcache.prompt_work import PromptWork
 from chunkcache.step_budget import Admission, SlotPool, share_budget
 from chunkcache.stream import Stream
+from chunkcache.types import SchedulerStats
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ class Scheduler:
             future.set_exception(CacheClosedError("the cache was closed before this request started"))
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def stats(self) -> SchedulerStats:
+        pool, b = self.admission.pool, self.slot_bytes
+        return SchedulerStats(self.steps, self.rows, self.prompt_rows, self.mixed_steps, self.token_budget, pool.used * b,
+                              pool.peak * b, pool.capacity * b, self.admission.waiting)
 
     @property
     def closed(self) -> bool:

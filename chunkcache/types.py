@@ -144,3 +144,21 @@ class StoreStats:
     decode_ms: LatencySummary
     write_failures: int = 0  # offer_many/delete calls whose write failed (nothing stored/deleted)
     no_space_failures: int = 0  # of those, failed because the disk was full
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """The scheduler's counters since start (`scheduler.py`): forwards taken, token rows in them
+    (decode, repair and prompt rows), of which prompt pieces, and steps that carried decodes and
+    prompt pieces together; working-cache memory admitted now, its peak and its capacity, and the
+    requests waiting for it."""
+
+    steps: int
+    rows: int
+    prompt_rows: int
+    mixed_steps: int
+    token_budget: int
+    working_cache_bytes: int
+    working_cache_peak_bytes: int
+    working_cache_capacity_bytes: int
+    waiting_for_memory: int

@@ -302,8 +302,11 @@ def test_metrics_exposition(answered):
                  "chunkcache_http_request_duration_seconds_bucket", 'chunkcache_ttft_seconds_bucket{le="0.5",mode="blend"}',
                  'chunkcache_cache_hit_ratio{tier="memory"}', 'chunkcache_cache_hit_ratio{tier="lmdb"}',
                  "chunkcache_recomputed_token_ratio_bucket", "chunkcache_recomputed_tokens_total",
-                 "chunkcache_queue_depth 0.0", "chunkcache_generated_tokens_total", "chunkcache_queue_wait_seconds_bucket", "chunkcache_passages_total"):
+                 "chunkcache_queue_depth 0.0", "chunkcache_generated_tokens_total", "chunkcache_queue_wait_seconds_bucket", "chunkcache_passages_total",
+                 "chunkcache_working_cache_bytes 0.0", "chunkcache_waiting_for_memory 0.0"):
         assert name in text, name
+    steps = next(line for line in text.splitlines() if line.startswith("chunkcache_scheduler_steps "))
+    assert float(steps.split()[1]) > 0  # the answers above ran through the scheduler
     assert "/v1/documents/bridge" not in text  # labels are route templates, not raw ids
 
 
