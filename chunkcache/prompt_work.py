@@ -4,8 +4,9 @@ chunked prefill; vLLM's scheduler spends its token budget the same way).
 The prompt rows of one request, in the order they run:
   full, prefix   the context after the exact run, then the question, in position order;
   reuse, ape     the question alone;
-  blend (probe)  the probe (the question over the placed cache, one piece: its scores sum over
-                 its rows), then the selected context tokens and the question in position order.
+  blend (probe)  the probe (the question over the placed cache; its scores are sums over its
+                 rows, `recompute.ProbeAttention`), then the selected context tokens and the
+                 question in position order.
 Any split of a run in position order is exact: a piece attends to positions before it, whose
 K/V the earlier pieces already wrote (or, for blend, refreshed) in every layer, so a chunked
 prompt phase computes what the whole one computes (`prompt_phase.start`) up to the float
@@ -32,10 +33,10 @@ from chunkcache.stream import Stream
 class PromptWork:
     """The prompt phase of one admitted request, its cache already placed (`prompt_phase.prepare`).
 
-    Either `solo` (run it whole with `run_solo`), or pieces: `unit` is the smallest piece that
-    can run next, `rows_left` what is left (the probe counts its rows; a blend's recompute is
-    known once the probe ran), `piece(n)` returns the next rows (at most n, at least `unit`) for a
-    shared forward and `took(hidden)` takes that forward's last hidden state [1, D] of them.
+    Either `solo` (run it whole with `run_solo`), or pieces: `rows_left` is what is left of the
+    current run (a blend's recompute is known once its probe ran), `piece(n)` returns the next
+    rows (at most n, at least 1) for a shared forward and `took(hidden)` takes that forward's
+    last hidden state [1, D] of them. `unit` is 1: every run splits anywhere.
     `stream` is set once the first token is out.
     """
 
@@ -68,9 +69,7 @@ class PromptWork:
             self._ids, self._pos = suffix, self._suffix_pos
             self._probing = True
 
-    @property
-    def unit(self) -> int:
-        return self._ids.numel() if self._probing else 1
+    unit = 1
 
     @property
     def rows_left(self) -> int:
@@ -81,25 +80,23 @@ class PromptWork:
         if self._t0 is None:
             self._t0 = time.perf_counter()
         kv = self.prepared.kv
-        if self._probing:
-            slots = kv.reserve(self._pos)
-            ctx_slots = self.prepared.assembled.slots[self.req.exact_tokens:]
-            self._probe = ProbeAttention(self.engine, kv, ctx_slots, self._pos, self.req.blend.probe_from)
-            self._suffix_slots = slots
-            self._done = self._ids.numel()
-            return Rows(kv, self._ids, slots, self._probe)
         a, b = self._done, min(self._done + max(rows, 1), self._ids.numel())
         slots = kv.reserve(self._pos[a:b]) if self._slots is None else self._slots[a:b]
         self._done = b
-        return Rows(kv, self._ids[a:b], slots)
+        if not self._probing:
+            return Rows(kv, self._ids[a:b], slots)
+        if self._probe is None:
+            ctx_slots = self.prepared.assembled.slots[self.req.exact_tokens:]
+            self._probe = ProbeAttention(self.engine, kv, ctx_slots, self.req.blend.probe_from)
+        return Rows(kv, self._ids[a:b], slots, self._probe.piece(self._pos[a:b]))
 
     def took(self, hidden: torch.Tensor) -> None:
         """hidden: [1, D] the last row of the piece just run. Opens the stream after the last piece."""
+        if self.rows_left:
+            return
         if self._probing:
             self._probing = False
             self._start_recompute()
-            return
-        if self.rows_left:
             return
         gen, req = self.engine, self.req
         kv = self.prepared.kv
@@ -123,7 +120,9 @@ class PromptWork:
         self._queue = refresh_queue(order, selected)
         self._recomputed = selected.numel()
         self._ids = torch.cat((self._ctx[selected], self._ids))
-        self._slots = torch.cat((ctx_slots[selected], self._suffix_slots))
+        s = self._ids.numel() - selected.numel()
+        suffix_slots = torch.arange(self.prepared.kv.length - s, self.prepared.kv.length, device=dev)  # the probe's
+        self._slots = torch.cat((ctx_slots[selected], suffix_slots))
         self._done = 0
         self._probe = None
 

@@ -100,7 +100,7 @@ def probe(engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_ids: to
     """
     gen = engine.gen
     slots = kv.reserve(suffix_pos)
-    attend = ProbeAttention(engine, kv, ctx_slots, suffix_pos, start)
+    attend = ProbeAttention(engine, kv, ctx_slots, start).piece(suffix_pos)
     cos, sin = gen.rope(suffix_pos)
     h = gen.embed(suffix_ids)
     stop = attend.scoring.stop
@@ -183,25 +183,40 @@ def splits_by_position(cfg: BlendConfig) -> bool:
 
 
 class ProbeAttention:
-    """The probe as attention in a shared forward (`Rows.attend`): the question's rows [S] at
-    their reserved slots see the cache by position; in the scoring layers [start*L, L) their
-    normalised attention to each context token is summed into `scores` [N]. Equals `probe`."""
+    """The probe as attention in a shared forward (`Rows.attend`), whole or in pieces: the
+    question's rows see the cache by position; in the scoring layers [start*L, L) the attention
+    they give each context token is summed over heads and rows, per layer (`raw`). `scores` [N]
+    is the sum over those layers of each layer's share, normalised: a split of the rows changes
+    nothing but the order of float additions. Call `piece(q_pos)` after reserving a piece's
+    slots and before its forward."""
 
-    def __init__(self, engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, suffix_pos: torch.Tensor, start: float):
+    def __init__(self, engine: Engine, kv: WorkingKV, ctx_slots: torch.Tensor, start: float):
         self.gen, self.kv = engine.gen, kv
         self.ctx = _context_range(ctx_slots)
-        self.mask = position_mask(suffix_pos, kv.pos[: kv.length])
         self.scoring = probe_layers(engine.gen.spec.n_layers, start)
-        self.scores = torch.zeros(ctx_slots.numel(), dtype=torch.float32, device=kv.pos.device)
+        self.raw = torch.zeros(len(self.scoring), ctx_slots.numel(), dtype=torch.float32, device=kv.pos.device)
+        self.mask: torch.Tensor | None = None
+
+    def piece(self, q_pos: torch.Tensor) -> "ProbeAttention":
+        """The next rows are at q_pos [T] (their slots reserved)."""
+        self.mask = position_mask(q_pos, self.kv.pos[: self.kv.length])
+        return self
 
     def __call__(self, layer: int, q_rot: torch.Tensor) -> torch.Tensor:
-        """q_rot: [H, S, d]; returns the attention's output [H, S, d]."""
+        """q_rot: [H, T, d]; returns the attention's output [H, T, d]."""
         keys, values = self.kv.keys(layer)
         if layer in self.scoring:
             out, probs = attention_probs(q_rot, keys, values, self.gen.spec.scaling, self.mask)
-            self.scores += context_attention(probs, self.ctx)
+            self.raw[layer - self.scoring.start] += probs[:, :, self.ctx].to(torch.float32).sum(dim=(0, 1))
             return out
         return self.gen.attention(q_rot, keys, values, self.mask)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """[N] each scoring layer's attention share (uniform where a layer gave the context none), summed."""
+        total = self.raw.sum(dim=1, keepdim=True)  # [Ls, 1]
+        uniform = torch.full_like(self.raw, 1.0 / max(1, self.raw.shape[1]))
+        return torch.where(total > 0, self.raw / total.clamp_min(torch.finfo(torch.float32).tiny), uniform).sum(dim=0)
 
 
 @torch.inference_mode()
