@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from chunkcache.errors import (ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, StorageError,
-                               WorkingCacheFullError, is_no_space)
+from chunkcache.errors import (ChunkCacheError, ContextTooLongError, InvalidRequestError, NotFoundError, RequestCancelledError,
+                               StorageError, WorkingCacheFullError, is_no_space)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(400, "context_too_long", str(exc))
     if isinstance(exc, InvalidRequestError):
         return ApiError(422, "invalid_request", str(exc))
+    if isinstance(exc, RequestCancelledError):  # the client went away or its time ran out
+        return ApiError(503, "cancelled", "the request was cancelled")
     if isinstance(exc, WorkingCacheFullError):
         headers = {} if exc.retry_after_s is None else {"Retry-After": str(max(1, round(exc.retry_after_s)))}
         return ApiError(503, "working_cache_full", str(exc), headers=headers)

@@ -55,6 +55,11 @@ class WorkingCacheFullError(ChunkCacheError, RuntimeError):
         self.retry_after_s = retry_after_s
 
 
+class RequestCancelledError(ChunkCacheError, RuntimeError):
+    """`should_stop` said so before the request's first token (later, the answer ends with
+    finish_reason "cancelled" instead)."""
+
+
 class CacheClosedError(ChunkCacheError, RuntimeError):
     """The ChunkCache was closed: it takes no more requests."""
 

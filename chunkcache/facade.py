@@ -124,8 +124,9 @@ class ChunkCache:
         tokens to recompute (default from the config). on_token receives each new text piece.
         blend: per-request levers (a BlendConfig: selection, growth, repair, APE's temperature and
         scale; the ratio is `recompute_ratio`, else the cache config's); default from the config.
-        should_stop: polled before each decode step; True ends the answer early with
-        finish_reason "cancelled" (a client that went away, a timeout).
+        should_stop: polled before each scheduler step; True ends the answer early with
+        finish_reason "cancelled" (a client that went away, a timeout), or, before the first
+        token, raises RequestCancelledError (nothing is left to return).
         teacher_ids: a reference answer's tokens (evaluation); the Answer then carries
         `teacher_agreement`, the share of positions where this run's top-1 token equals the
         reference's with the reference's tokens fed in. history: earlier chat turns (oldest

@@ -14,7 +14,8 @@ selection: `recompute.splits_by_position`) runs alone at a step boundary.
 Memory: a request holds its working cache's slots from admission (`step_budget.Admission`, in the
 caller's thread, before its chunks are placed) to its end; one that can never fit is refused,
 others wait in arrival order. A request is done on a stop token, at its length, or when its
-`should_stop` says so (a client gone, a timeout); it is then removed before the next step.
+`should_stop` says so (a client gone, a timeout); it is then removed before the next step (before
+its first token: its Future fails with RequestCancelledError).
 
 Concurrency model: callers block on a Future; the scheduler holds the model lock for each step
 (never across steps), so warm-up and evaluation interleave at step boundaries.
@@ -30,7 +31,7 @@ from concurrent.futures import Future
 import torch
 
 from chunkcache.engine import Engine
-from chunkcache.errors import CacheClosedError
+from chunkcache.errors import CacheClosedError, RequestCancelledError
 from chunkcache.names import DEFAULT_TOKEN_BUDGET
 from chunkcache.prompt_work import PromptWork
 from chunkcache.step_budget import Admission, SlotPool, share_budget
@@ -124,6 +125,7 @@ class Scheduler:
             for work, future in new:
                 self._start(work, future)
             self._finish_done()
+            self._drop_cancelled()
             if self._prompting and self._prompting[0][0].solo:
                 self._solo(*self._prompting.pop(0))
             elif self._running or self._prompting:
@@ -158,6 +160,21 @@ class Scheduler:
             else:
                 live.append((stream, future))
         self._running = live
+
+    def _drop_cancelled(self) -> None:
+        """Prompt phases whose caller gave up stop here, not after their last piece."""
+        still = []
+        for work, future in self._prompting:
+            try:
+                stop = work.should_stop is not None and work.should_stop()
+            except BaseException as exc:  # should_stop raised
+                future.set_exception(exc)
+                continue
+            if stop:
+                future.set_exception(RequestCancelledError("the request was cancelled before its first token"))
+            else:
+                still.append((work, future))
+        self._prompting = still
 
     def _step(self) -> None:
         """One forward: every running decode's rows and the prompt pieces the budget has room for."""

@@ -89,3 +89,22 @@ def test_pieces_equal_the_whole_phase_on_the_default_model(tmp_path, default_mod
                 job = dict(question=ex["question"], passages=ex["passages"], mode=mode, recompute_ratio=ratio,
                            max_new_tokens=12)
                 _check(_whole(cc, job), _pieces(cc, job), 2e-3)
+
+
+def test_a_prompt_cancelled_between_its_pieces_stops_there(tmp_path, tiny_model_dir):
+    from chunkcache.errors import RequestCancelledError
+
+    ex = _examples()[0]
+    with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir), token_budget=2) as cc:
+        polls = {"n": 0}
+
+        def stop_after_three_polls():
+            polls["n"] += 1
+            return polls["n"] > 3
+
+        before = cc.scheduler.prompt_rows
+        with pytest.raises(RequestCancelledError, match="before its first token"):
+            cc.answer(ex["question"], ex["passages"], mode="full", max_new_tokens=4, should_stop=stop_after_three_polls)
+        assert cc.scheduler.prompt_rows - before <= 3 * 2  # three steps of two rows, not the whole prompt
+        assert cc.scheduler.admission.pool.used == 0
+        assert cc.answer(ex["question"], ex["passages"], mode="full", max_new_tokens=4).generated_tokens == 4
