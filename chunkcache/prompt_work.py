@@ -36,7 +36,7 @@ class PromptWork:
     Either `solo` (run it whole with `run_solo`), or pieces: `rows_left` is what is left of the
     current run (a blend's recompute is known once its probe ran), `piece(n)` returns the next
     rows (at most n, at least 1) for a shared forward and `took(hidden)` takes that forward's
-    last hidden state [1, D] of them. `unit` is 1: every run splits anywhere.
+    last hidden state [1, D] of them. Every run splits anywhere.
     `stream` is set once the first token is out.
     """
 
@@ -69,14 +69,12 @@ class PromptWork:
             self._ids, self._pos = suffix, self._suffix_pos
             self._probing = True
 
-    unit = 1
-
     @property
     def rows_left(self) -> int:
         return self._ids.numel() - self._done
 
     def piece(self, rows: int) -> Rows:
-        """The next rows to run (max(rows, unit) at most), their slots reserved."""
+        """The next rows to run (at most `rows`, at least 1), their slots reserved."""
         if self._t0 is None:
             self._t0 = time.perf_counter()
         kv = self.prepared.kv

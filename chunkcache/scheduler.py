@@ -5,8 +5,8 @@ One scheduler thread owns the model while requests are answered. Every step is O
 cache) of
   - the next rows of every running decode (one row; more while it repairs), never cut, and
   - prompt work in pieces (`prompt_work.PromptWork`: a full prefill in chunks, blend's probe,
-    then its recompute in position order) up to what `token_budget` has left, in admission
-    order (`step_budget.share_budget`).
+    then its recompute in position order) in what `token_budget` has left, shared equally by
+    the prompts under way (`step_budget.share_budget`).
 A long prompt therefore never stalls the running decodes for its whole length: it advances a
 budget's worth of rows per step beside them. A prompt phase that cannot be split (a non-default
 selection: `recompute.splits_by_position`) runs alone at a step boundary.
@@ -184,7 +184,7 @@ class Scheduler:
                 t0 = time.perf_counter()
                 rows = [st.rows() for st, _ in decoding]
                 n_decode = sum(r.ids.numel() for r in rows)
-                share = share_budget(n_decode, [(i, w.rows_left, w.unit) for i, (w, _) in enumerate(self._prompting)],
+                share = share_budget(n_decode, [(i, w.rows_left) for i, (w, _) in enumerate(self._prompting)],
                                      self.token_budget)
                 pieces = [self._prompting[i][0].piece(n) for i, n in share]
                 hidden = self.engine.forward_rows(rows + pieces)  # [B, D]: each request's last row

@@ -32,19 +32,21 @@ def test_pool_refuses_a_nonsense_capacity():
 
 
 def test_decodes_ride_first_and_prompt_work_takes_the_rest_in_pieces():
-    assert share_budget(3, [("p1", 500, 1)], 64) == [("p1", 61)]  # the budget less the decode rows
-    assert share_budget(0, [("p", 20, 1), ("w", 200, 1)], 64) == [("p", 20), ("w", 44)]  # in order, leftover to the next
-    assert share_budget(0, [("done", 0, 1), ("p", 5, 1)], 64) == [("p", 5)]
+    assert share_budget(3, [("p1", 500)], 64) == [("p1", 61)]  # the budget less the decode rows
+    assert share_budget(0, [("done", 0), ("p", 5)], 64) == [("p", 5)]
+    assert share_budget(0, [], 64) == []
 
 
-def test_a_piece_that_cannot_split_waits_and_nothing_overtakes_it():
-    # "probe" needs 40 rows at once; 30 are left after "a": it waits, and "b" behind it waits too.
-    assert share_budget(0, [("a", 34, 1), ("probe", 40, 40), ("b", 10, 1)], 64) == [("a", 34)]
+def test_prompts_share_the_rest_equally_and_a_short_one_gives_back_what_it_does_not_need():
+    assert share_budget(4, [("long", 500), ("other", 500)], 64) == [("long", 30), ("other", 30)]
+    # "short" needs 5 of its 20: the 15 go to the two long ones (water-filling)
+    assert share_budget(0, [("a", 500), ("short", 5), ("b", 500)], 60) == [("a", 28), ("short", 5), ("b", 27)]
 
 
-def test_the_first_prompt_always_moves_even_when_decodes_fill_the_budget():
-    assert share_budget(16, [("p", 500, 1), ("q", 5, 1)], 16) == [("p", 1)]
-    assert share_budget(60, [("probe", 30, 30)], 64) == [("probe", 30)]  # a whole probe, over the budget
+def test_with_fewer_rows_than_prompts_the_earliest_move_and_the_first_always_does():
+    assert share_budget(60, [("p", 500), ("q", 500), ("r", 500), ("s", 500), ("t", 5)], 64) == [
+        ("p", 1), ("q", 1), ("r", 1), ("s", 1)]
+    assert share_budget(16, [("p", 500), ("q", 5)], 16) == [("p", 1)]
 
 
 def test_every_prompt_row_is_planned_once_over_steps():
@@ -52,7 +54,7 @@ def test_every_prompt_row_is_planned_once_over_steps():
     left = {0: 130, 1: 7, 2: 64, 3: 300}
     done = dict.fromkeys(left, 0)
     while any(left.values()):
-        share = share_budget(2, [(rid, n, 1) for rid, n in left.items()], 50)
+        share = share_budget(2, list(left.items()), 50)
         assert sum(n for _, n in share) <= 48 and share
         for rid, n in share:
             done[rid] += n
