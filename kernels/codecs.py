@@ -42,6 +42,7 @@ class Packing(enum.Enum):
     NIBBLES = "nibbles"  # two 4-bit codes a byte: element 2i in the low nibble, each q + 8
     BITS = "bits"  # codes packed at ceil(log2(levels)) bits; storage unpacks them to uint8 codes
     ENTROPY = "entropy"  # codes ANS-coded; storage decodes them to uint8 codes
+    STEPPED = "stepped"  # 8-bit codes, a step a key channel / value token, ANS-coded; storage decodes them to uint8 codes
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ LAYOUTS: tuple[CodecLayout, ...] = (
     CodecLayout("ans20v10", 8, torch.uint8, _G, Packing.ENTROPY, 20, 10),
     CodecLayout("ans16", 9, torch.uint8, _G, Packing.ENTROPY, 16, 16),
     CodecLayout("ans8v4", 10, torch.uint8, _G, Packing.ENTROPY, 8, 4),
+    CodecLayout("st4", 11, torch.uint8, _G, Packing.STEPPED, 256, 256),
+    CodecLayout("st6", 12, torch.uint8, _G, Packing.STEPPED, 256, 256),
 )
 BY_NAME = {c.name: c for c in LAYOUTS}
 BY_ID = {c.id: c for c in LAYOUTS}

@@ -7,7 +7,7 @@ The layouts (dtype, scale grouping, packing) are `codecs.LAYOUTS`; keys are stor
   Values per token: scale `[L, H, T, 1]`.
 - int4: the same scale grouping, q in [-7, 7], scale = absmax / 7, two values a byte
   (`unpack_int4`): packed `[L, H, T, ceil(d/2)]` uint8.
-- grouped (kvq4 / kvq3 / ans20v10 / ans16 / ans8v4; storage unpacks or entropy-decodes them):
+- grouped (kvq4 / kvq3 / ans20v10 / ans16 / ans8v4 / st4 / st6; storage unpacks or entropy-decodes them):
   codes uint8 `[L, H, T, d]`, x = float32(code) * float32(step) + float32(offset).
   Keys per channel: k_scale `[L, H, 2, d]`, [:, :, 0] step and [:, :, 1] offset per channel.
   Values per token in G groups of d / G channels: v_scale `[L, H, T, 2G]`, [..., :G] step,

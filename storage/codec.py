@@ -14,6 +14,8 @@ kv: [L, 2, H, T, d] (index 0 of dim 1 = keys before RoPE, 1 = values):
            kscale, vscale as for int8
     kvq4, kvq3, ans20v10, ans16, ans8v4: asymmetric codes with per-channel key and per-token
            value scales, bit-packed or entropy-coded (`storage/grouped_codec.py`)
+    st4, st6: 8-bit codes at a step a key channel and a value token set by its spread,
+           entropy-coded (`storage/stepped_codec.py`)
 
 The quantizers are `storage/quant.py`; decode returns float32 unless asked otherwise, and
 `decode_payload` the stored tensors themselves (`storage/payload.py`) for the fused load path.

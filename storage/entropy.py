@@ -132,3 +132,82 @@ def _take(stream: memoryview, at: int, size: int, what: str) -> memoryview:
     if at + size > len(stream):
         raise CorruptEntryError(f"entropy stream ends inside a segment's {what} (needs {at + size} bytes, has {len(stream)})")
     return stream[at : at + size]
+
+
+# -- compact models (the st* codecs, `storage/stepped_codec.py`) ----------------------------------
+#
+# 8-bit codes over up to 256 symbols: a table of 4-byte counts would cost a 70-token chunk of the
+# default model ~0.4 bits a value, so a segment's model is its used symbol range and one byte a
+# symbol, q = 1 + round(8 * log2(count)) (0: absent), the probability ~ 2 ** ((q - 1) / 8)
+# (within 4.5% of the count's share: costs under 0.01 bits a value). Segment layout:
+#
+#     u8   lo, u8 hi   the symbols' range
+#     u8 x (hi-lo+1)   q per symbol
+#     u32  words       compressed length in 32-bit words (0 when lo == hi: every symbol is lo)
+#     u32 x words      constriction AnsCoder output (symbols - lo)
+
+
+def _compact_probs(q: np.ndarray) -> np.ndarray:
+    p = np.where(q > 0, np.exp2((q.astype(np.float64) - 1) / 8), 0.0)
+    return p / p.sum()
+
+
+def encode_compact(segments: torch.Tensor) -> tuple[bytes, list[SegmentStats]]:
+    """segments: uint8 [S, n] (n > 0) -> (stream bytes, per-segment stats), each segment coded with
+    its own compact model."""
+    import constriction
+
+    parts, stats = [], []
+    for seg in segments.numpy():
+        counts = np.bincount(seg, minlength=256)
+        used = np.flatnonzero(counts)
+        lo, hi = int(used[0]), int(used[-1])
+        c = counts[lo : hi + 1]
+        q = np.where(c > 0, np.minimum(255, 1 + np.round(8 * np.log2(np.maximum(c, 1)))), 0).astype(np.uint8)
+        words = np.zeros(0, dtype=np.uint32)
+        if hi > lo:  # one symbol: its range says it all
+            coder = constriction.stream.stack.AnsCoder()
+            coder.encode_reverse(seg.astype(np.int32) - lo, constriction.stream.model.Categorical(_compact_probs(q), perfect=False))
+            words = coder.get_compressed()
+        parts += [bytes([lo, hi]), q.tobytes(), _U32.pack(len(words)), words.astype("<u4").tobytes()]
+        stats.append(SegmentStats(RAW, int(seg.size), 32 * len(words), 8 * (2 + len(q) + 4)))
+    return b"".join(parts), stats
+
+
+def decode_compact(stream: memoryview, segments: int, n: int) -> torch.Tensor:
+    """stream (exactly the bytes encode_compact wrote) -> uint8 [segments, n].
+
+    Raises CorruptEntryError when the stream does not parse or leaves bytes over."""
+    import constriction
+
+    out = np.empty((segments, n), dtype=np.uint8)
+    at = 0
+    for i in range(segments):
+        lo, hi = _take(stream, at, 2, "symbol range")
+        at += 2
+        if hi < lo:
+            raise CorruptEntryError(f"entropy segment {i}: symbol range {lo}..{hi} is empty")
+        q = np.frombuffer(_take(stream, at, hi - lo + 1, "model"), dtype=np.uint8)
+        at += hi - lo + 1
+        if not q.any():
+            raise CorruptEntryError(f"entropy segment {i}: its model gives every symbol probability 0")
+        (nwords,) = _U32.unpack(_take(stream, at, 4, "length"))
+        at += 4
+        words = np.frombuffer(_take(stream, at, 4 * nwords, "words"), dtype="<u4").astype(np.uint32)
+        at += 4 * nwords
+        if hi == lo:
+            if nwords:
+                raise CorruptEntryError(f"entropy segment {i}: one symbol, yet {nwords} code words")
+            out[i] = lo
+            continue
+        try:  # constriction refuses a model of one symbol and words that are not a coder's state
+            model = constriction.stream.model.Categorical(_compact_probs(q), perfect=False)
+            symbols = constriction.stream.stack.AnsCoder(words).decode(model, n)
+        except Exception as e:
+            raise CorruptEntryError(f"entropy segment {i} does not decode: {e}") from e
+        if int(symbols.max(initial=0)) > hi - lo:
+            raise CorruptEntryError(f"entropy segment {i}: decoded symbols outside {lo}..{hi}")
+        out[i] = symbols + lo
+    if at != len(stream):
+        raise CorruptEntryError(f"entropy stream has {len(stream) - at} bytes after its last segment")
+    return torch.from_numpy(out)

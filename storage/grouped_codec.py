@@ -37,12 +37,14 @@ import torch
 
 from chunkcache.errors import CorruptEntryError
 from chunkcache.kernels import LAYOUTS, CodecLayout, Packing, Scales
-from chunkcache.storage import entropy, grouped
+from chunkcache.storage import entropy, grouped, stepped_codec
 from chunkcache.storage.payload import Payload, tensor_view as _view
 
 # The grouped codecs' levels and packing are `kernels.codecs.LAYOUTS`; the preamble's coding byte
-# says which packing wrote the codes.
+# says which packing wrote the codes. The fixed-step ones (st*) have a payload of their own
+# (`stepped_codec.py`), to which encode, parse and max_payload_size hand them.
 GROUPED_CODECS: dict[str, CodecLayout] = {c.name: c for c in LAYOUTS if c.scales is Scales.GROUPED}
+LEVEL_CODECS = {n: c for n, c in GROUPED_CODECS.items() if c.packing is not Packing.STEPPED}
 CODING_BYTE = {Packing.BITS: 0, Packing.ENTROPY: 1}
 _PREAMBLE = struct.Struct("<BBBBHH")
 DEFAULT_GROUP = 64
@@ -56,6 +58,8 @@ def scale_bytes(shape: tuple[int, ...], group: int) -> int:
 def max_payload_size(codec: str, shape: tuple[int, ...], group: int) -> int:
     """Bytes of a packed payload; an upper bound (levels bits a value) for an entropy-coded one."""
     spec = GROUPED_CODECS[codec]
+    if spec.packing is Packing.STEPPED:
+        return stepped_codec.max_payload_size(shape)
     L, two, H, T, d = shape
     half = L * H * T * d  # keys, and as many values
     if spec.packing is Packing.BITS:
@@ -67,6 +71,8 @@ def max_payload_size(codec: str, shape: tuple[int, ...], group: int) -> int:
 def encode(kv: torch.Tensor, codec: str, group: int) -> tuple[bytes, list[entropy.SegmentStats]]:
     """kv [L, 2, H, T, d] -> (payload, entropy segment stats: empty for packed codecs)."""
     spec = GROUPED_CODECS[codec]
+    if spec.packing is Packing.STEPPED:
+        return stepped_codec.encode(kv, stepped_codec.PLANS[codec])
     codes, kscale, vscale = grouped.quantize(kv, spec.key_levels, spec.value_levels, group)
     stats: list[entropy.SegmentStats] = []
     if spec.packing is Packing.BITS:
@@ -80,6 +86,8 @@ def encode(kv: torch.Tensor, codec: str, group: int) -> tuple[bytes, list[entrop
 def parse(raw: bytearray, codec: str, shape: tuple[int, ...], rotated: bool) -> Payload:
     """raw payload (writable) -> Payload(codes uint8 [L, 2, H, T, d], kscale, vscale views)."""
     spec = GROUPED_CODECS[codec]
+    if spec.packing is Packing.STEPPED:
+        return stepped_codec.parse(raw, codec, shape, rotated)
     L, two, H, T, d = shape
     if len(raw) < _PREAMBLE.size:
         raise CorruptEntryError(f"{codec} payload is {len(raw)} bytes, shorter than its {_PREAMBLE.size}-byte preamble")

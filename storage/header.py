@@ -6,7 +6,7 @@ Layout, little-endian (struct "<4sHBBBBBB5IQ4xI"):
     0      4     magic b"CCKV"
     4      2     format version, uint16 (FORMAT_VERSION)
     6      1     codec id (`kernels.codecs.LAYOUTS`): 1 fp16, 2 bf16, 3 int8, 4 int4, 5 fp32,
-                 6 kvq4, 7 kvq3, 8 ans20v10, 9 ans16, 10 ans8v4
+                 6 kvq4, 7 kvq3, 8 ans20v10, 9 ans16, 10 ans8v4, 11 st4, 12 st6
     7      1     source dtype id (what was encoded): 1 float32, 2 float16, 3 bfloat16
     8      1     rope flag: 0 = keys stored before RoPE; 1 = keys rotated at their prompt positions
                  (chain entries: a chunk's exact KV at its place in one prompt)
@@ -34,7 +34,7 @@ _STRUCT = struct.Struct("<4sHBBBBBB5IQ4xI")
 HEADER_SIZE = _STRUCT.size  # 48
 _CRC_OFFSET = HEADER_SIZE - 4
 
-CODEC_IDS = {name: c.id for name, c in BY_NAME.items()}  # fp16 1 ... ans8v4 10 (pinned by a test)
+CODEC_IDS = {name: c.id for name, c in BY_NAME.items()}  # fp16 1 ... st6 12 (pinned by a test)
 DTYPE_IDS = {"float32": 1, "float16": 2, "bfloat16": 3}
 _DTYPE_NAMES = {v: k for k, v in DTYPE_IDS.items()}
 

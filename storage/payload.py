@@ -21,7 +21,8 @@ class Payload:
     uint8 with two nibbles a byte (int4). k_scale: [L, H, 1, d] fp16 (per key channel),
     v_scale: [L, H, T, 1] fp16 (per token); None for the float codecs.
     Grouped codecs (kvq*, ans*; `storage/grouped_codec.py`): q codes uint8 [L, 2, H, T, d],
-    k_scale [L, H, 2, d] fp16 (step, offset per key channel), v_scale [L, H, T, 2G] fp16.
+    k_scale [L, H, 2, d] fp16 (step, offset per key channel), v_scale [L, H, T, 2G] fp16
+    (st*, `storage/stepped_codec.py`: G = 1, the scales built from the entry's step bytes).
     rotated: keys stored after RoPE at their prompt positions (chain entries) instead of before.
     """
 

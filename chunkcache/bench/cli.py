@@ -95,7 +95,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                    "runs of full, reuse, blend and HF generate; 0 skips them (default: %(default)s)")
     t.add_argument("--peers", type=_peers, default=DEFAULT_PEERS,
                    help="peers to time: any of hf,llamacpp,vllm or none (default: hf,llamacpp; vllm needs scripts/setup_vllm.sh)")
-    p.add_argument("--codecs", type=_codecs, nargs="?", const=_codecs("fp16,int8,int4,kvq4,kvq3,ans20v10,ans16,ans8v4"), default=None,
+    p.add_argument("--codecs", type=_codecs, nargs="?", const=_codecs("fp16,int8,int4,kvq4,kvq3,ans20v10,ans16,ans8v4,st4,st6"), default=None,
                    help="instead of the above: per codec (default list if none given) bytes per token, compression vs fp16, load ms "
                    "per 256-token chunk (LMDB, Redis) and blend's fidelity / first-token KL against an fp16 store, on --limit "
                    "examples (default 100); writes DIR/codecs.json and DIR/codecs.md (chunkcache.bench.codecs)")

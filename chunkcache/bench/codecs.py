@@ -36,7 +36,7 @@ from chunkcache.names import CODECS
 from chunkcache.scores import kl_divergence, token_f1
 from chunkcache.stats import bootstrap_ci
 
-DEFAULT_CODECS = ("fp16", "int8", "int4", "kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")
+DEFAULT_CODECS = ("fp16", "int8", "int4", "kvq4", "kvq3", "ans20v10", "ans16", "ans8v4", "st4", "st6")
 BASELINE = "fp16"  # every codec is compared with an fp16 store (the report's *_fp16 columns)
 SOURCE = lossless_codec(torch.float32).name  # the model runs in float32: its exact KV, computed once
 
@@ -180,7 +180,7 @@ def code_bits(kv: torch.Tensor, codec: str) -> float | None:
     from chunkcache.kernels import Packing, layout
     from chunkcache.storage.grouped_codec import encode
 
-    if layout(codec).packing is not Packing.ENTROPY:
+    if layout(codec).packing not in (Packing.ENTROPY, Packing.STEPPED):
         return None
     stats = encode(kv, codec, 64)[1]
     return sum(s.code_bits + s.model_bits for s in stats) / max(1, sum(s.values for s in stats))

@@ -37,7 +37,7 @@ def test_config_and_storage_use_the_codec_names():
     assert CODECS == names.CODECS and CacheConfig(store_dir="x").codec == names.DEFAULT_CODEC
     # Codec ids are on disk: these values must never change.
     assert CODEC_IDS == {"fp16": 1, "bf16": 2, "int8": 3, "int4": 4, "fp32": 5, "kvq4": 6, "kvq3": 7,
-                         "ans20v10": 8, "ans16": 9, "ans8v4": 10}
+                         "ans20v10": 8, "ans16": 9, "ans8v4": 10, "st4": 11, "st6": 12}
 
 
 def test_the_codec_layouts_are_the_codec_names_in_order():

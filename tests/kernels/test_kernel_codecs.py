@@ -24,6 +24,12 @@ def test_ids_are_unique_and_the_kernel_dtypes_follow_the_layouts():
     assert [c.name for c in LAYOUTS if c.packing is Packing.NIBBLES] == ["int4"]
 
 
+def test_fixed_step_codecs_are_grouped_8_bit_codes_appended_after_ans8v4():
+    stepped = [c for c in LAYOUTS if c.packing is Packing.STEPPED]
+    assert [(c.name, c.id) for c in stepped] == [("st4", 11), ("st6", 12)]
+    assert all(c.scales is Scales.GROUPED and c.stored == torch.uint8 and c.bits == (8, 8) for c in stepped)
+
+
 def test_symmetric_levels_give_the_quantizers_qmax_and_packed_widths():
     assert (layout("int8").qmax, layout("int4").qmax) == (127, 7)
     assert layout("int4").stored_width(7) == 4 and layout("int4").head_dim(4) == 8

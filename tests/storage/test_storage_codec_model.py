@@ -10,8 +10,9 @@ from chunkcache.scores import kl_divergence
 pytestmark = pytest.mark.slow
 
 # Measured on the six demo questions: ans20v10 (4x smaller than fp16) KL 0.0007-0.0051 against the
-# fp16 store; the bound leaves 3x of margin. The 100-example bench (README, storage) measures more.
-KL_BOUND = {"ans20v10": 0.015}
+# fp16 store, st4 (4.1x) 0.0004-0.0045, st6 (6.5x) 0.0045-0.044; the bounds leave about 3x of
+# margin. The 100-example bench (README, storage) measures more.
+KL_BOUND = {"ans20v10": 0.015, "st4": 0.015, "st6": 0.13}
 
 
 def _first_logprobs(model_dir, root, codec, examples):

@@ -1,5 +1,6 @@
 """The grouped codecs (kvq4, kvq3: packed codes; ans20v10, ans16, ans8v4: entropy-coded codes):
-round trips, sizes, header, corruption, bit packing and the entropy coder."""
+round trips, sizes, header, corruption, bit packing and the entropy coder. Header and corruption
+tests also cover the fixed-step codecs (st4, st6; the rest of theirs: test_storage_stepped.py)."""
 
 import struct
 import zlib
@@ -13,10 +14,11 @@ from chunkcache.kernels import Packing
 from chunkcache.storage import CodecSpec, decode_kv, decode_payload, encode_kv, read_header
 from chunkcache.storage import entropy, grouped, grouped_codec
 from chunkcache.storage.codec import payload_size
-from chunkcache.storage.grouped_codec import GROUPED_CODECS
+from chunkcache.storage.grouped_codec import GROUPED_CODECS, LEVEL_CODECS
 from chunkcache.storage.header import CODEC_IDS, HEADER_SIZE, KVHeader, pack_header
 
-NAMES = tuple(GROUPED_CODECS)
+NAMES = tuple(LEVEL_CODECS)  # the fixed-step ones (st*): test_storage_stepped.py
+ALL = tuple(GROUPED_CODECS)  # header and corruption tests: the level and the fixed-step codecs
 PACKED = tuple(n for n, c in GROUPED_CODECS.items() if c.packing is Packing.BITS)
 CODED = tuple(n for n, c in GROUPED_CODECS.items() if c.packing is Packing.ENTROPY)
 # relative error bound of keys or values on the factory's KV at 64 tokens, by their levels
@@ -45,7 +47,8 @@ def test_storage_and_kernels_know_the_same_grouped_codecs():
     from chunkcache.kernels import GROUPED_CODECS as KERNEL_CODECS
     from chunkcache.names import CODECS
 
-    assert NAMES == KERNEL_CODECS and set(NAMES) <= set(CODECS)
+    assert tuple(GROUPED_CODECS) == KERNEL_CODECS and set(KERNEL_CODECS) <= set(CODECS)
+    assert set(NAMES) == {n for n, c in GROUPED_CODECS.items() if c.packing is not Packing.STEPPED}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -144,7 +147,7 @@ def test_encoding_is_deterministic(kv_factory):
 
 # -- header -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL)
 def test_header_carries_the_codec_id_and_rope_flag(kv_factory, name):
     kv = kv_factory(tokens=9, layers=2)
     blob = encode_kv(kv, CodecSpec(name), rotated=True)
@@ -162,7 +165,7 @@ def _reseal(name: str, shape, payload: bytes) -> bytes:
     return pack_header(header, payload) + payload
 
 
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=ALL)
 def coded(request, kv_factory):
     kv = kv_factory(tokens=16, layers=2)
     return request.param, tuple(kv.shape), encode_kv(kv, CodecSpec(request.param))

@@ -8,7 +8,7 @@ from chunkcache.storage import CODECS, KVStore, Payload, StoreConfig, chunk_key,
 from chunkcache.storage.lmdb_tier import DATA_DB
 
 STORED_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8, "int4": torch.uint8, "fp32": torch.float32,
-                 **{name: torch.uint8 for name in ("kvq4", "kvq3", "ans20v10", "ans16", "ans8v4")}}  # grouped: codes
+                 **{name: torch.uint8 for name in ("kvq4", "kvq3", "ans20v10", "ans16", "ans8v4", "st4", "st6")}}  # grouped: codes
 
 
 def key(i: int) -> bytes:
