@@ -17,8 +17,8 @@ DEFAULT_CODEC = "fp16"
 DEFAULT_ZSTD_LEVEL = None
 DEFAULT_MEMORY_BYTES = 512 * 2**20
 # The scheduler's per-step row budget and the working caches' memory (README "Scheduling").
-DEFAULT_TOKEN_BUDGET = 64
-DEFAULT_WORKING_CACHE_BYTES = 2 * 2**30
+DEFAULT_TOKEN_BUDGET = 128
+DEFAULT_WORKING_CACHE_BYTES = 1 * 2**30
 
 # How an answer uses the cache (prompt_phase.py describes each).
 MODES = ("full", "reuse", "blend", "ape", "prefix")

@@ -5,8 +5,8 @@ One scheduler thread owns the model while requests are answered. Every step is O
 cache) of
   - the next rows of every running decode (one row; more while it repairs), never cut, and
   - prompt work in pieces (`prompt_work.PromptWork`: a full prefill in chunks, blend's probe,
-    then its recompute in position order) in what `token_budget` has left, shared equally by
-    the prompts under way (`step_budget.share_budget`).
+    then its recompute in position order) in what `token_budget` has left, in admission order
+    (`step_budget.share_budget`).
 A long prompt therefore never stalls the running decodes for its whole length: it advances a
 budget's worth of rows per step beside them (`IDLE_BUDGET_FACTOR` budgets when nothing decodes). A prompt phase that cannot be split (a non-default
 selection: `recompute.splits_by_position`) runs alone at a step boundary.

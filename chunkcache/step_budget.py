@@ -9,8 +9,8 @@ Two budgets decide what runs, as in vLLM's scheduler (`vllm/v1/core/sched/`):
   head of the queue is never overtaken by a smaller request behind it, so none starves), and one
   that needs more than the pool holds can never run and is refused at once.
 - **The token budget** (`share_budget`): every running decode's rows ride first (one row, more
-  while it repairs; never cut); what the budget has left is shared equally by the prompts under
-  way (prefill, blend's probe and recompute, in pieces).
+  while it repairs; never cut); what the budget has left goes to prompt work (prefill, blend's
+  probe and recompute) in pieces, in admission order.
 
 Decode rows are memory-bound (every step reads all the weights), so prompt rows that ride in
 the same forward are nearly free: SARATHI's piggybacking. A step with `token_budget` rows is
@@ -117,30 +117,22 @@ def share_budget(decode_rows: int, prompting: Sequence[tuple[RequestId, int]], t
     """How many prompt rows each request runs in the next step.
 
     decode_rows: rows the running decodes take (they ride first, never cut). prompting:
-    (request, rows left) in admission order. What the budget has left is shared equally among
-    the prompts (water-filling: a share a prompt does not need goes to the others), like
-    vLLM's cap on one long prefill's tokens a step, so a short prompt behind a long one is not
-    held for the long one's whole length. Rows that do not divide evenly go to the earliest.
-    When fewer rows are left than prompts, the earliest get one each; the first always gets at
-    least one, so prompt work moves even when decodes fill the budget.
-    Returns [(request, rows)] with rows >= 1, in admission order.
+    (request, rows left) in admission order. What the budget has left goes in that order (first
+    come, first served, as vLLM's scheduler does; an equal share for every prompt under way was
+    measured worse: p99 TTFT 41 s against 21 s, 0.65 against 0.76 req/s at 16 clients, README
+    "Scheduling"). The first always gets at least one row, so prompt work moves even when
+    decodes fill the budget. Returns [(request, rows)] with rows >= 1.
     """
     if token_budget < 1:
         raise ConfigError(f"token_budget must be >= 1, got {token_budget}")
-    need = {rid: rows for rid, rows in prompting if rows > 0}
-    left = max(1, token_budget - decode_rows) if need else 0
-    got = dict.fromkeys(need, 0)
-    pending = list(need)
-    while left > 0 and pending:
-        each, extra = divmod(left, len(pending))
-        still = []
-        for i, rid in enumerate(pending):
-            give = min(need[rid] - got[rid], each + (i < extra))
-            got[rid] += give
-            left -= give
-            if got[rid] < need[rid]:
-                still.append(rid)
-        if len(still) == len(pending):  # nobody was capped by its need: everything is given
+    left = token_budget - decode_rows
+    out: list[tuple[RequestId, int]] = []
+    for rid, rows in prompting:
+        if rows <= 0:
+            continue
+        take = min(rows, max(left, 0 if out else 1))
+        if take <= 0:
             break
-        pending = still
-    return [(rid, n) for rid, n in got.items() if n > 0]
+        out.append((rid, take))
+        left -= take
+    return out

@@ -37,16 +37,13 @@ def test_decodes_ride_first_and_prompt_work_takes_the_rest_in_pieces():
     assert share_budget(0, [], 64) == []
 
 
-def test_prompts_share_the_rest_equally_and_a_short_one_gives_back_what_it_does_not_need():
-    assert share_budget(4, [("long", 500), ("other", 500)], 64) == [("long", 30), ("other", 30)]
-    # "short" needs 5 of its 20: the 15 go to the two long ones (water-filling)
-    assert share_budget(0, [("a", 500), ("short", 5), ("b", 500)], 60) == [("a", 28), ("short", 5), ("b", 27)]
+def test_prompts_go_in_admission_order_and_the_next_takes_the_leftover():
+    assert share_budget(0, [("p", 20), ("w", 200), ("x", 5)], 64) == [("p", 20), ("w", 44)]
 
 
-def test_with_fewer_rows_than_prompts_the_earliest_move_and_the_first_always_does():
-    assert share_budget(60, [("p", 500), ("q", 500), ("r", 500), ("s", 500), ("t", 5)], 64) == [
-        ("p", 1), ("q", 1), ("r", 1), ("s", 1)]
+def test_the_first_prompt_always_moves_even_when_decodes_fill_the_budget():
     assert share_budget(16, [("p", 500), ("q", 5)], 16) == [("p", 1)]
+    assert share_budget(60, [("p", 500), ("q", 5)], 16) == [("p", 1)]
 
 
 def test_every_prompt_row_is_planned_once_over_steps():
