@@ -6,9 +6,11 @@ Every chunk is computed once (an fp32 store); a candidate is a function kv [L, 2
 reads are patched to hand blend the candidate's dequantized KV, so placing and blend's token
 selection see exactly what a stored entry of that codec would give.
 
-    python scripts/codec_proxy.py --limit 16 --out /tmp/proxy.json CANDIDATE...
+    taskset -c 1 python scripts/codec_proxy.py --skip 12 --limit 24 --out /tmp/proxy.json st4 ans20v10
 
-Candidates are `candidates.NAME` entries (scripts/codec_candidates.py); the report per candidate:
+Candidates are scripts/codec_candidates.py's names (a stored codec, `st:K:V` step plans, `lvl:`
+and `fs:` probes); full and fp16-store answers are kept in the store directory and computed once
+per example set. The report per candidate:
 compression against fp16 (all bits the candidate counts), first-token KL to full and its
 change against the fp16 store, KL to the fp16-store answer, and how many greedy answers differ
 from the fp16 store's.
@@ -25,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-MODEL = "/work/bench/store/models/smollm2-135m-instruct"
+MODEL = "/work/bench/store/models/smollm2-135m-instruct"  # the converted default model on the bench machine
 
 
 def main() -> None:
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--data", default="2wikimqa")
+    ap.add_argument("--model", default=MODEL, help="a converted model directory")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -72,7 +75,7 @@ def main() -> None:
 
     KVStore.get_payload = patched
 
-    with ChunkCache(store_dir=args.store, model=MODEL, codec="fp32", memory_bytes=0, persist=True,
+    with ChunkCache(store_dir=args.store, model=args.model, codec="fp32", memory_bytes=0, persist=True,
                     chain_entries=False) as cache:
         cache.warm(passages, progress=False)
         lengths = [len(cache.prompt.passage_ids(as_passage(p))) for p in passages]
