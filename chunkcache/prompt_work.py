@@ -96,15 +96,14 @@ class PromptWork:
             self._probing = False
             self._start_recompute()
             return
-        gen, req = self.engine, self.req
-        kv = self.prepared.kv
-        logits = gen.gen.logits(hidden[-1:])[0]
-        decoder = Decoder(gen, kv)
+        engine, req, kv = self.engine, self.req, self.prepared.kv
+        logits = engine.gen.logits(hidden[-1:])[0]
+        decoder = Decoder(engine, kv)
         if self._plan is not None and not self._plan.recomputes_nothing:
-            decoder, logits, self._recomputed = after_blend(gen, kv, req, self._ctx_slots, self._ctx, self._queue,
+            decoder, logits, self._recomputed = after_blend(engine, kv, req, self._ctx_slots, self._ctx, self._queue,
                                                              self._recomputed, logits)
         done = Prompted(decoder, logits, self._next_pos, self._recomputed, self.prepared.reposition_s, self._t0)
-        self.stream = first_token(gen, req, done, self.sampler, self.t_start, self.on_token, self.should_stop)
+        self.stream = first_token(engine, req, done, self.sampler, self.t_start, self.on_token, self.should_stop)
 
     def _start_recompute(self) -> None:
         """After the probe: the selected context tokens and the question, in position order."""
