@@ -21,6 +21,7 @@ from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.document_service import DocumentService
 from chunkcache.engine import Engine
 from chunkcache.errors import InvalidRequestError
+from chunkcache.kv import WorkingKV
 from chunkcache.model import Generator
 from chunkcache.names import DEFAULT_MODE, DEFAULT_ORDER
 from chunkcache.model_files import load_model, model_fingerprint, resolve_model_dir
@@ -33,6 +34,7 @@ from chunkcache.types import Answer, SchedulerStats
 
 
 log = logging.getLogger(__name__)
+
 
 class ChunkCache:
     """Answers questions over passages, reusing each passage's precomputed KV cache.
@@ -71,7 +73,7 @@ class ChunkCache:
         self.chunks = ChunkStore(self.engine, self.prefix, self.prompt.prefix_digest, store, self._lock,
                                  config.warm_batch_tokens)
         spec = self.generator.spec
-        slot_bytes = 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * self.generator.dtype.itemsize + 16  # K, V, pos, seg
+        slot_bytes = WorkingKV.slot_bytes(spec, self.generator.dtype)
         pool_slots = max(1, config.working_cache_bytes // slot_bytes)
         if pool_slots < spec.max_positions:
             log.warning("working_cache_bytes holds %d tokens of working cache, fewer than one request of the model's whole "

@@ -66,6 +66,12 @@ class WorkingKV:
             self.reserve(torch.arange(prefix.length, device=self.pos.device))
             self.write_span(0, prefix.k, prefix.v)
 
+    @staticmethod
+    def slot_bytes(spec: ModelSpec, dtype: torch.dtype) -> int:
+        """Bytes one slot of a working cache holds: its K and V in every layer and head, its
+        position and segment id (what the scheduler's admission counts memory in)."""
+        return 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * dtype.itemsize + 2 * torch.int64.itemsize
+
     @property
     def prefix_len(self) -> int:
         """Slots [0, prefix_len) hold the shared prefix."""

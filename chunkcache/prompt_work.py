@@ -53,6 +53,7 @@ class PromptWork:
         self._suffix_pos = torch.arange(a.suffix_start, a.suffix_start + s, device=dev)
         self._next_pos = a.suffix_start + s
         self._plan = blend_plan(req, dev)
+        self._ctx_slots = a.slots[e:]  # [N - E] the slots of the context after the exact run
         self._probe: ProbeAttention | None = None
         self._probing = False
         self._slots: torch.Tensor | None = None  # [T] the run's slots, None: new ones reserved per piece
@@ -84,8 +85,7 @@ class PromptWork:
         if not self._probing:
             return Rows(kv, self._ids[a:b], slots)
         if self._probe is None:
-            ctx_slots = self.prepared.assembled.slots[self.req.exact_tokens:]
-            self._probe = ProbeAttention(self.engine, kv, ctx_slots, self.req.blend.probe_from)
+            self._probe = ProbeAttention(self.engine, kv, self._ctx_slots, self.req.blend.probe_from)
         return Rows(kv, self._ids[a:b], slots, self._probe.piece(self._pos[a:b]))
 
     def took(self, hidden: torch.Tensor) -> None:
@@ -109,17 +109,16 @@ class PromptWork:
         """After the probe: the selected context tokens and the question, in position order."""
         dev = self.engine.gen.device
         plan = self._plan
-        ctx_slots = self.prepared.assembled.slots[self.req.exact_tokens:]
-        n = ctx_slots.numel()
+        n = self._ctx_slots.numel()
         k = gradual_budgets(n, plan.ratio, self.engine.gen.spec.n_layers, plan.config.gradual_start)[0]
         selected, order = select(self._probe.scores, plan, k)
-        self._ctx_slots, self._ctx = ctx_slots, context_ids(self.req, dev)
+        self._ctx = context_ids(self.req, dev)
         self._queue = refresh_queue(order, selected)
         self._recomputed = selected.numel()
+        s = self._ids.numel()  # the question, whose slots the probe reserved last
+        suffix_slots = torch.arange(self.prepared.kv.length - s, self.prepared.kv.length, device=dev)
         self._ids = torch.cat((self._ctx[selected], self._ids))
-        s = self._ids.numel() - selected.numel()
-        suffix_slots = torch.arange(self.prepared.kv.length - s, self.prepared.kv.length, device=dev)  # the probe's
-        self._slots = torch.cat((ctx_slots[selected], suffix_slots))
+        self._slots = torch.cat((self._ctx_slots[selected], suffix_slots))
         self._done = 0
         self._probe = None
 

@@ -8,8 +8,9 @@ cache) of
     then its recompute in position order) in what `token_budget` has left, in admission order
     (`step_budget.share_budget`).
 A long prompt therefore never stalls the running decodes for its whole length: it advances a
-budget's worth of rows per step beside them (`IDLE_BUDGET_FACTOR` budgets when nothing decodes). A prompt phase that cannot be split (a non-default
-selection: `recompute.splits_by_position`) runs alone at a step boundary.
+budget's worth of rows per step beside them (`IDLE_BUDGET_FACTOR` budgets when nothing decodes).
+A prompt phase that cannot be split (a non-default selection: `recompute.splits_by_position`)
+runs alone at a step boundary.
 
 Memory: a request holds its working cache's slots from admission (`step_budget.Admission`, in the
 caller's thread, before its chunks are placed) to its end; one that can never fit is refused,
@@ -24,18 +25,17 @@ Concurrency model: callers block on a Future; the scheduler holds the model lock
 import collections
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
 import torch
 
-from chunkcache.engine import Engine
+from chunkcache.engine import Engine, Rows
 from chunkcache.errors import CacheClosedError, RequestCancelledError
 from chunkcache.names import DEFAULT_TOKEN_BUDGET
 from chunkcache.prompt_work import PromptWork
 from chunkcache.step_budget import Admission, SlotPool, share_budget
-from chunkcache.stream import Stream
+from chunkcache.stream import Stream, decode_step
 from chunkcache.types import SchedulerStats
 
 log = logging.getLogger(__name__)
@@ -182,41 +182,41 @@ class Scheduler:
         self._prompting = still
 
     def _step(self) -> None:
-        """One forward: every running decode's rows and the prompt pieces the budget has room for."""
+        """One forward (`stream.decode_step`): every running decode's rows and the prompt pieces
+        the budget has room for."""
         decoding = self._running
+        share: list[tuple[int, int]] = []  # (index in _prompting, rows) of this step's pieces
+        n_decode = 0
+
+        def pieces(decode_rows: int) -> list[Rows]:
+            nonlocal n_decode
+            n_decode = decode_rows
+            budget = self.token_budget if decode_rows else IDLE_BUDGET_FACTOR * self.token_budget
+            share.extend(share_budget(decode_rows, [(i, w.rows_left) for i, (w, _) in enumerate(self._prompting)], budget))
+            return [self._prompting[i][0].piece(n) for i, n in share]
+
         try:
             with self._lock, torch.inference_mode():
-                t0 = time.perf_counter()
-                rows = [st.rows() for st, _ in decoding]
-                n_decode = sum(r.ids.numel() for r in rows)
-                share = share_budget(n_decode, [(i, w.rows_left) for i, (w, _) in enumerate(self._prompting)],
-                                     self.token_budget if rows else IDLE_BUDGET_FACTOR * self.token_budget)
-                pieces = [self._prompting[i][0].piece(n) for i, n in share]
-                hidden = self.engine.forward_rows(rows + pieces)  # [B, D]: each request's last row
-                logits = self.engine.gen.logits(hidden[: len(rows)]).cpu() if rows else None  # one host copy
+                errors, hidden = decode_step(self.engine, [st for st, _ in decoding], pieces)
         except BaseException as exc:  # the forward itself failed: every request of the step fails
             log.exception("scheduler step failed for %d decodes and %d prompt pieces", len(decoding), len(self._prompting))
             for _, future in decoding + self._prompting:
                 future.set_exception(exc)
             self._running, self._prompting = [], []
             return
-        elapsed = time.perf_counter() - t0
+        prompt_rows = sum(n for _, n in share)
         self.steps += 1
-        self.batched_rows += len(rows) + len(pieces)
-        self.rows += n_decode + sum(p.ids.numel() for p in pieces)
-        self.prompt_rows += sum(p.ids.numel() for p in pieces)
-        self.mixed_steps += bool(rows and pieces)
-        kept = []
-        for (stream, future), row in zip(decoding, logits if logits is not None else []):
-            stream.decode_s += elapsed  # every stream waited for the whole step
-            try:
-                stream.advance(row)
-            except Exception as exc:  # its consumer failed: this request alone ends
-                future.set_exception(exc)
-                continue
-            kept.append((stream, future))
-        self._running = kept
-        self._take_pieces(share, hidden[len(rows):])
+        self.batched_rows += len(decoding) + len(share)
+        self.rows += n_decode + prompt_rows
+        self.prompt_rows += prompt_rows
+        self.mixed_steps += bool(decoding and share)
+        self._running = []
+        for (stream, future), err in zip(decoding, errors):
+            if err is None:
+                self._running.append((stream, future))
+            else:  # its consumer failed: this request alone ends
+                future.set_exception(err)
+        self._take_pieces(share, hidden)
 
     def _take_pieces(self, share: list[tuple[int, int]], hidden: torch.Tensor) -> None:
         """Hand each prompt piece its last hidden state [1, D]; move requests with a first token on."""

@@ -12,9 +12,10 @@ Two budgets decide what runs, as in vLLM's scheduler (`vllm/v1/core/sched/`):
   while it repairs; never cut); what the budget has left goes to prompt work (prefill, blend's
   probe and recompute) in pieces, in admission order.
 
-Decode rows are memory-bound (every step reads all the weights), so prompt rows that ride in
-the same forward are nearly free: SARATHI's piggybacking. A step with `token_budget` rows is
-one forward.
+On a GPU decode rows are memory-bound (every step reads all the weights), so prompt rows that
+ride in the same forward are nearly free: SARATHI's piggybacking. On one CPU core they are not
+(`scripts/bench_step.py`: each row costs compute), so the budget is a dial between the time
+between tokens and the time to a first token. A step with `token_budget` rows is one forward.
 """
 
 import collections

@@ -86,8 +86,8 @@ class Stream:
         return rows
 
     def advance(self, logits: torch.Tensor) -> None:
-        """logits [V] of this request's next token."""
-        self._emit(self.sampler(logits.cpu()))  # the token id goes to the host anyway
+        """logits [V] of this request's next token, on the host (`decode_step` copies them)."""
+        self._emit(self.sampler(logits))
 
     def agreement(self, teacher: tuple[int, ...], snap) -> float:
         """Top-1 agreement with a reference answer fed in, replayed from `snap` (taken at the first token)."""
@@ -115,14 +115,21 @@ class Stream:
         )
 
 
-def decode_step(engine: Engine, streams: list[Stream]) -> list[BaseException | None]:
-    """One decode step of every stream in ONE forward (`Engine.forward_rows`).
+def decode_step(engine: Engine, streams: list[Stream],
+                ride: Callable[[int], list[Rows]] | None = None) -> tuple[list[BaseException | None], torch.Tensor]:
+    """One decode step of every stream in ONE forward (`Engine.forward_rows`), with the rows
+    `ride(decode_rows)` returns (the scheduler's prompt pieces, given how many rows the decodes
+    take) in the same forward.
 
-    Returns, per stream, the error its token callback raised (None if it took its token): one
-    request's failing consumer does not end the others'.
+    Returns (per stream, the error its token callback raised, None if it took its token: one
+    request's failing consumer does not end the others'; the last hidden state [P, D] of each
+    ridden piece). The decodes' logits come to the host in one copy.
     """
     t0 = time.perf_counter()
-    logits = engine.gen.logits(engine.forward_rows([st.rows() for st in streams]))  # [B, V]
+    rows = [st.rows() for st in streams]
+    pieces = ride(sum(r.ids.numel() for r in rows)) if ride is not None else []
+    hidden = engine.forward_rows(rows + pieces)  # [B + P, D]: each request's last row
+    logits = engine.gen.logits(hidden[: len(rows)]).cpu() if rows else hidden[:0]  # [B, V]
     errors: list[BaseException | None] = []
     for st, row in zip(streams, logits):
         try:
@@ -133,7 +140,7 @@ def decode_step(engine: Engine, streams: list[Stream]) -> list[BaseException | N
     elapsed = time.perf_counter() - t0  # every stream waited for the whole step
     for st in streams:
         st.decode_s += elapsed
-    return errors
+    return errors, hidden[len(rows):]
 
 
 def decode_alone(engine: Engine, stream: Stream, teacher: tuple[int, ...] | None = None) -> Generated:
@@ -145,7 +152,7 @@ def decode_alone(engine: Engine, stream: Stream, teacher: tuple[int, ...] | None
     """
     snap = stream.decoder.snapshot() if teacher else None
     while not stream.finished:
-        error = decode_step(engine, [stream])[0]
+        error = decode_step(engine, [stream])[0][0]
         if error is not None:
             raise error
     if not teacher:
