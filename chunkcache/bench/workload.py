@@ -1,6 +1,6 @@
 """A repeating RAG workload replayed as traffic: where exact reuse, blending and refinement pay.
 
-`python -m chunkcache.bench.workload --data 2wikimqa --out DIR` (or `chunkcache bench --workload`):
+`python -m chunkcache.bench.workload --data 2wikimqa --out DIR`:
 
 1. The corpus is every passage of the QA file (one document each), embedded and indexed; a
    stream of `--queries` questions is drawn from the file's questions with a Zipf law (rank i
@@ -67,6 +67,7 @@ class WorkloadSpec:
     workers: int = 16
     seed: int = 0
     threads: int | None = 1  # torch threads; each line runs alone
+    recompute_ratio: float | None = None  # blend's ratio in every line; None = the default BlendConfig's
     progress: bool = True
 
 
@@ -139,7 +140,8 @@ def _prepare(spec: WorkloadSpec, examples, stream: list[int]) -> tuple[Path, dic
         calib = []
         for q in distinct[: min(8, len(distinct))]:
             t0 = time.perf_counter()
-            cache.query(examples[q].question, top_k=spec.top_k, mode="blend", max_new_tokens=spec.max_new_tokens, chain=False)
+            cache.query(examples[q].question, top_k=spec.top_k, mode="blend", max_new_tokens=spec.max_new_tokens, chain=False,
+                        recompute_ratio=spec.recompute_ratio)
             calib.append(time.perf_counter() - t0)
         info["blend_service_s"] = statistics.fmean(calib)
         info["order"] = order_study(cache, examples, stream, spec.top_k)
@@ -197,14 +199,15 @@ def run_reference(spec: WorkloadSpec, cache, examples, stream: list[int]) -> dic
 
 def _line_cache(spec: WorkloadSpec, template: Path, line: str):
     from chunkcache import ChunkCache
-    from chunkcache.config import RefineConfig
+    from chunkcache.config import BlendConfig, RefineConfig
 
+    blend = BlendConfig() if spec.recompute_ratio is None else BlendConfig(recompute_ratio=spec.recompute_ratio)
     target = Path(spec.store) / f"workload-{line.replace('+', '-')}"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(template, target, ignore=shutil.ignore_patterns("corpus-complete"))
     return ChunkCache(store_dir=str(target), model=spec.model, chain_entries=line not in ("blend", "full"),
-                      refine=RefineConfig(enabled=line == "blend+refine"), max_batch=spec.workers)
+                      refine=RefineConfig(enabled=line == "blend+refine"), max_batch=spec.workers, blend=blend)
 
 
 def run_line(spec: WorkloadSpec, cache, line: str, examples, stream: list[int], arrivals: list[float]) -> dict:
@@ -356,7 +359,8 @@ def format_report(result: dict) -> str:
             f(line.get("utilization"), 2)]) + " |")
     c = result["config"]
     lines.append(f"\n{c['queries']} queries ({c['distinct']} distinct questions) drawn from {c['data']} with Zipf s = {c['zipf_s']}, "
-                 f"top_k {c['top_k']}, {c['max_new_tokens']}-token greedy answers, Poisson arrivals at {c['rate']:.3f}/s "
+                 f"top_k {c['top_k']}, {c['max_new_tokens']}-token greedy answers, blend's recompute ratio "
+                 f"{c.get('recompute_ratio') or 'the default'}, Poisson arrivals at {c['rate']:.3f}/s "
                  f"(blend alone served one in {c['blend_service_s']:.2f} s). The lines ran one after another, each alone on the machine, on the "
                  "same arrival times. full: each distinct "
                  "prompt's full prefill, one at a time (no queueing); other lines: times from arrival, queueing included. Speedup: mean full TTFT / mean line TTFT over the same "
@@ -440,6 +444,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload-tokens", type=int, default=32, help="answer length (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stream and the arrivals (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of each line (default: %(default)s)")
+    p.add_argument("--recompute-ratio", type=float, default=None,
+                   help="blend's recompute ratio in every line, refinement's first answers included (default: the "
+                        "library's default); the rate's calibration uses it too, so pass --rate to compare ratios at one load")
 
 
 def spec_from_args(args) -> WorkloadSpec:
@@ -449,7 +456,7 @@ def spec_from_args(args) -> WorkloadSpec:
         raise SystemExit(f"--lines: unknown {unknown}; choose among {', '.join(LINES)}")
     return WorkloadSpec(data=args.data, out=args.out, store=args.store, model=args.model, queries=args.queries, zipf_s=args.zipf,
                         top_k=args.top_k, max_new_tokens=args.workload_tokens, rate=args.rate, lines=lines, seed=args.seed,
-                        threads=args.threads, progress=not args.quiet)
+                        threads=args.threads, recompute_ratio=args.recompute_ratio, progress=not args.quiet)
 
 
 def write(result: dict, out: Path) -> list[Path]:
