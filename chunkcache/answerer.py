@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from chunkcache.chain import ChainStore
+from chunkcache.chain import ChainStore, prompt_links
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.config import BlendConfig, CacheConfig
 from chunkcache.detokenize import IncrementalDetokenizer
@@ -87,9 +87,12 @@ class Answerer:
         push = text_out.push
         # In this thread: store reads overlap the model's work for others. First the longest
         # leading run of chunks stored in context (exact), then per-chunk entries for the rest.
+        # The question is the last link: a repeat of the whole prompt computes only its last token.
         t0 = time.perf_counter()
-        exact = self.chains.lookup(chunk_ids) if chain and mode in CHAIN_MODES else []
-        e = len(exact)
+        links = prompt_links(chunk_ids, suffix)
+        exact = self.chains.lookup(links) if chain and mode in CHAIN_MODES else []
+        whole = len(exact) > len(chunk_ids)  # every prompt token but the last is stored
+        e = min(len(exact), len(items))  # exact passages
         lookup_s = time.perf_counter() - t0
         cached, hits, warm_s, kv_stored = (None, [None] * len(items), 0.0, True)  # full: cache not used
         if mode == "prefix":
@@ -100,7 +103,10 @@ class Answerer:
             warm_s, kv_stored = rest.warm_s, rest.stored
         elif mode != "full":
             cached, hits = exact, [True] * e
-        req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, blend, exact_chunks=e)
+        if whole:  # the question link is one more exact chunk; the last question token is the suffix
+            req = Request(mode, tuple(map(tuple, links)), tuple(suffix[-1:]), max_new_tokens, blend, exact_chunks=len(links))
+        else:
+            req = Request(mode, tuple(map(tuple, chunk_ids)), tuple(suffix), max_new_tokens, blend, exact_chunks=e)
         # The working cache's memory is held from here to the answer's end (back-pressure while
         # the pool is short; refused at once if it can never fit).
         ticket = object()
@@ -116,16 +122,18 @@ class Answerer:
             else:  # in pieces and batched with whatever else runs (greedy tokens are the same)
                 future = self.scheduler.submit(lambda: PromptWork(self.engine, req, prepared, sampler, t_start, push, should_stop))
                 out = future.result().result()
-            answer = self._report(out, req, items, chunk_ids, hits, e, ratio, t_start, t_tok, lookup_s, warm_s,
-                                  kv_stored, text_out, return_logprobs, chain)
+            answer = self._report(out, req, items, chunk_ids, links, hits, e, len(exact), ratio, t_start, t_tok, lookup_s,
+                                  warm_s, kv_stored, text_out, return_logprobs, chain)
         finally:
             self.scheduler.admission.release(ticket)
         return answer
 
-    def _report(self, out, req: Request, items, chunk_ids, hits, e: int, ratio, t_start: float, t_tok: float,
-                lookup_s: float, warm_s: float, kv_stored: bool, text_out, return_logprobs: bool, chain: bool) -> Answer:
-        """The Answer of a finished generation (and, after a full prefill, its chain entries)."""
-        mode, tokenizer, suffix = req.mode, self.engine.gen.tokenizer, req.suffix_ids
+    def _report(self, out, req: Request, items, chunk_ids, links, hits, e: int, stored: int, ratio, t_start: float,
+                t_tok: float, lookup_s: float, warm_s: float, kv_stored: bool, text_out, return_logprobs: bool,
+                chain: bool) -> Answer:
+        """The Answer of a finished generation (and, after a full prefill, its chain entries).
+        e: exact passages; stored: exact links (the passages', then the question's)."""
+        mode, tokenizer = req.mode, self.engine.gen.tokenizer
         cut = text_out.finish()  # the text before a stop sequence, if one ended the answer
         text = (cut if cut is not None else tokenizer.decode(list(out.token_ids), skip_special_tokens=True)).strip()
         passages_out = tuple(
@@ -134,12 +142,12 @@ class Answerer:
         )
         n = sum(len(c) for c in chunk_ids)
         total_s = time.perf_counter() - t_start - out.replay_s
-        if chain and mode in ("full", "prefix") and e < len(items):
-            # After the answer (its total time does not include it): the context as this full
-            # prefill computed it, one chain entry per chunk not stored in context yet.
-            self.chains.save(out.kv, chunk_ids, start=e)
-        elif chain and mode in ("reuse", "blend") and e < len(items) and self._on_blended is not None:
-            self._on_blended(req.chunk_ids)
+        if chain and mode in ("full", "prefix") and stored < len(links):
+            # After the answer (its total time does not include it): the prompt as this full
+            # prefill computed it, one chain entry per link (chunk, question) not stored yet.
+            self.chains.save(out.kv, links, start=stored)
+        elif chain and mode in ("reuse", "blend") and stored < len(links) and self._on_blended is not None:
+            self._on_blended(tuple(map(tuple, links)))
         return Answer(
             text=text,
             mode=mode,
@@ -147,7 +155,8 @@ class Answerer:
             total_s=total_s,
             timings=Timings(tokenize=t_tok, lookup=lookup_s, warm=warm_s, reposition=out.reposition_s, prefill=out.prefill_s, decode=out.decode_s),
             context_tokens=n,
-            prompt_tokens=self.prefix.length + n + len(suffix),
+            prompt_tokens=self.prefix.length + sum(req.lengths) + len(req.suffix_ids),
+            question_exact=stored > len(items),
             recomputed_tokens=out.recomputed,
             generated_tokens=len(out.token_ids),
             token_ids=out.token_ids,

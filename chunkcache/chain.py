@@ -8,6 +8,10 @@ working dtype. A request whose leading chunks c_0..c_{e-1} all have chain entrie
 exactly as a full prefill would, without computing it; only the chunks after that run are
 placed from per-chunk entries and blended (or, in `prefix` mode, prefilled).
 
+The question is one more link (`prompt_links`): its tokens but the last, stored behind the whole
+context. A repeat of the whole prompt (same passages in the same order, same question) loads every
+prompt token but the last and computes that one: the first token's logits come from its row.
+
 Chain entries live in the same store as per-chunk entries (same header and checksum, same
 tiers, one byte budget and eviction). One prompt's entries cost what its context's KV costs:
 [A, B, C] and [A, B, D] share the entries of A and A->B.
@@ -21,6 +25,16 @@ from chunkcache.engine import Engine
 from chunkcache.kernels import lossless_codec
 from chunkcache.kv import PrefixKV, WorkingKV
 from chunkcache.storage import CodecSpec, KVStore, Payload, chain_keys
+
+
+def prompt_links(chunk_ids: Sequence[Sequence[int]], suffix_ids: Sequence[int]) -> list[list[int]]:
+    """The chain's links of a whole prompt: its chunks, then its question's tokens but the last
+    (none when the question is one token). A question link's key holds every chunk before it,
+    like any chain key, so it matches only behind the same context."""
+    links = [list(c) for c in chunk_ids]
+    if len(suffix_ids) > 1:
+        links.append(list(suffix_ids[:-1]))
+    return links
 
 
 class ChainStore:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from chunkcache.answerer import Answerer
-from chunkcache.chain import ChainStore
+from chunkcache.chain import ChainStore, prompt_links
 from chunkcache.chunk_store import ChunkStore
 from chunkcache.chunk_kv import compute_prefix
 from chunkcache.config import BlendConfig, CacheConfig
@@ -149,26 +149,33 @@ class ChunkCache:
         answer over the same passages in the same order is then exact from the first token on
         and computes nothing but the question. Contexts stored already cost a lookup. Returns
         how many contexts were computed."""
-        from tqdm.auto import tqdm
-
-        computed = 0
-        for passages in tqdm(list(contexts), desc=desc, unit="context", disable=not progress):
-            ids = [self.prompt.passage_ids(as_passage(p)) for p in passages]
-            if ids and self.chains.stored_run(ids) < len(ids):
-                computed += compute_chain(self.engine, self.prefix, self.chains, ids, self._lock) > 0
-        return computed
+        links = [[self.prompt.passage_ids(as_passage(p)) for p in passages] for passages in contexts]
+        return self._store_chains(links, progress, desc)
 
     def warm_queries(self, questions: Iterable[str], top_k: int = 5, order: str = DEFAULT_ORDER,
                      progress: bool = False) -> int:
-        """`warm_exact` over what each logged question retrieves (see `query`): replaying a
-        query log ahead of time makes its repeats exact. Returns how many contexts were computed."""
-        contexts = []
+        """`warm_exact` over what each logged question retrieves (see `query`), the question
+        included: replaying a query log ahead of time makes a repeat of a logged question exact up
+        to its last prompt token, and any other question over the same passages exact in its
+        passages. Returns how many prompts were computed."""
+        links = []
         for q in questions:
             if isinstance(q, str) and q.strip():
                 hits = self.retrieve(q, top_k=top_k, order=order)
                 if hits:
-                    contexts.append([Passage(h.text, h.title) for h in hits])
-        return self.warm_exact(contexts, progress=progress, desc="exact warm-up (query log)")
+                    ids = [self.prompt.passage_ids(Passage(h.text, h.title)) for h in hits]
+                    links.append(prompt_links(ids, self.prompt.suffix_ids(q)))
+        return self._store_chains(links, progress, "exact warm-up (query log)")
+
+    def _store_chains(self, contexts: list[list[list[int]]], progress: bool, desc: str) -> int:
+        """compute_chain for each list of links not stored yet; returns how many were computed."""
+        from tqdm.auto import tqdm
+
+        computed = 0
+        for ids in tqdm(contexts, desc=desc, unit="context", disable=not progress):
+            if ids and self.chains.stored_run(ids) < len(ids):
+                computed += compute_chain(self.engine, self.prefix, self.chains, ids, self._lock) > 0
+        return computed
 
     # -- documents and retrieval ----------------------------------------------------------------
     @property

@@ -71,6 +71,9 @@ class Answer:
     finish_reason: str  # "stop" (end-of-sequence token or a stop sequence), "length" or "cancelled"
     recompute_ratio: float | None = None
     repaired_tokens: int = 0  # context tokens recomputed during decoding (repair while decoding)
+    # Every passage and the question's tokens but the last came from chain entries (a repeat of the
+    # whole prompt): only the last prompt token was computed.
+    question_exact: bool = False
     teacher_agreement: float | None = None  # only when a reference answer was given (eval)
     # The chunk KV computed for this answer was stored (True when none was computed); False after a
     # failed store write (a full disk): those passages are computed again next time.

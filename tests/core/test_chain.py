@@ -151,3 +151,49 @@ def test_a_disk_budget_under_lfu_keeps_the_most_reused_context(tiny_model_dir, t
         assert cache.stats().evictions > 0
         assert (cache.chains.stored_run(ids(cache, [A, B])) == 2) is kept
         assert cache.chains.stored_run(ids(cache, [D, C])) == 2  # the entry being written is never the victim
+
+
+def test_a_repeat_of_the_whole_prompt_computes_only_its_last_token(cc):
+    full = cc.answer(Q, [A, B, C], mode="full", max_new_tokens=8, return_logprobs=True)
+    assert not full.question_exact
+    for mode in ("blend", "reuse", "prefix"):
+        again = cc.answer(Q, [A, B, C], mode=mode, max_new_tokens=8, return_logprobs=True)
+        assert again.question_exact and again.token_ids == full.token_ids, mode
+        torch.testing.assert_close(again.first_logprobs, full.first_logprobs, atol=1e-4, rtol=0)
+        assert again.prompt_tokens == full.prompt_tokens and again.context_tokens == full.context_tokens
+    # Another question over the same passages: the passages are exact, its question is computed
+    # (and a key with the passages in another order never matches the question link).
+    other = cc.answer("Where does the ferry go?", [A, B, C], mode="blend", max_new_tokens=2)
+    assert [p.cache for p in other.passages] == ["exact"] * 3 and not other.question_exact
+    assert not cc.answer(Q, [B, A, C], mode="reuse", max_new_tokens=1).question_exact
+
+
+def test_the_question_link_is_the_full_prefills_kv_of_the_questions_tokens(cc):
+    from chunkcache.chain import prompt_links
+    from chunkcache.prompt import as_passage
+
+    cc.answer(Q, [A, B], mode="full", max_new_tokens=1)
+    ids = [cc.prompt.passage_ids(as_passage(p)) for p in (A, B)]
+    suffix = cc.prompt.suffix_ids(Q)
+    links = prompt_links(ids, suffix)
+    assert links[-1] == suffix[:-1] and cc.chains.stored_run(links) == 3
+    # The same prompt prefilled by hand: [prefix][A][B][question] in one forward.
+    from chunkcache.chunk_kv import new_working_kv
+
+    engine, p = cc.engine, cc.prefix.length
+    n = sum(map(len, ids))
+    with torch.inference_mode():
+        kv = new_working_kv(engine, cc.prefix, n + len(suffix))
+        tokens = torch.tensor([t for c in ids for t in c] + suffix)
+        engine.prefill(kv, tokens, torch.arange(p, p + tokens.numel()), keep=1)
+    stored = cc.chains.lookup(links)[-1]
+    ref = torch.stack((kv.k[:, :, p + n:p + n + len(suffix) - 1], kv.v[:, :, p + n:p + n + len(suffix) - 1]), dim=1)
+    torch.testing.assert_close(stored.q, ref, atol=1e-5, rtol=0)  # fp32, lossless: the very bytes
+
+
+def test_warm_queries_stores_the_question_too(tiny_model_dir, tmp_path):
+    with ChunkCache(store_dir=str(tmp_path), model=str(tiny_model_dir)) as cache:
+        cache.add_documents([{"id": k, **d} for k, d in zip("abcd", (A, B, C, D))])
+        assert cache.warm_queries([Q], top_k=2) == 1
+        ans = cache.query(Q, top_k=2, max_new_tokens=1)
+        assert ans.question_exact and ans.exact_passages == 2
