@@ -62,4 +62,5 @@ def to_response(answer: Answer) -> AnswerResponse:
         recompute_ratio=answer.recompute_ratio,
         generated_tokens=answer.generated_tokens,
         cache_hits=answer.cache_hits,
+        question_exact=answer.question_exact,
     )

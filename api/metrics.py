@@ -64,6 +64,7 @@ class ServiceMetrics:
         self.recompute_ratio = Histogram("chunkcache_recomputed_token_ratio", "per answer: recomputed / context tokens", ["mode"],
                                          buckets=(0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0), registry=r)
         self.passages = Counter("chunkcache_passages", "passages of answers by KV cache outcome: exact (chain entry), hit (placed and blended), miss (computed), not_used (full)", ["result"], registry=r)
+        self.exact_prompts = Counter("chunkcache_exact_prompts", "answers whose whole prompt but its last token came from chain entries (a repeat of the prompt)", registry=r)
         self.not_stored = Counter("chunkcache_passages_not_stored", "passages whose computed KV could not be stored", registry=r)
         self.generated_tokens = Counter("chunkcache_generated_tokens", "tokens generated", registry=r)
         depth = Gauge("chunkcache_queue_depth", "model requests waiting for a worker", registry=r)
@@ -93,6 +94,8 @@ class ServiceMetrics:
         self.passages.labels("hit").inc(answer.cache_hits - answer.exact_passages)
         self.passages.labels("miss").inc(misses)
         self.passages.labels("not_used").inc(len(answer.passages) - answer.cache_hits - misses)
+        if answer.question_exact:
+            self.exact_prompts.inc()
         if not answer.kv_stored:
             self.not_stored.inc(misses)
         self.generated_tokens.inc(answer.generated_tokens)

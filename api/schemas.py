@@ -231,6 +231,8 @@ class AnswerResponse(BaseModel):
     recompute_ratio: float | None
     generated_tokens: int
     cache_hits: int
+    question_exact: bool = Field(False, description="the whole prompt was a repeat: every passage and the question's tokens "
+                                                    "but the last came from chain entries, one prompt token was computed")
 
 
 # -- jobs, stats, probes --------------------------------------------------------------------

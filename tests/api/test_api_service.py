@@ -121,16 +121,18 @@ def test_query_answers_with_sources(client, mode):
 def test_a_repeated_context_is_exact_and_a_new_one_is_blended(client):
     question = "Who rings the harbour bell at Greyhaven?"
 
-    def exact_count() -> float:
-        line = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith('chunkcache_passages_total{result="exact"}')]
+    def exact_count(metric: str = 'chunkcache_passages_total{result="exact"}') -> float:
+        line = [ln for ln in client.get("/metrics").text.splitlines() if ln.startswith(metric + " ")]
         return float(line[0].split()[-1]) if line else 0.0
 
-    before = exact_count()
+    before, prompts_before = exact_count(), exact_count("chunkcache_exact_prompts_total")
     full = client.post("/v1/query", json={"question": question, "top_k": 2, "mode": "full", "max_new_tokens": 4}).json()
     again = client.post("/v1/query", json={"question": question, "top_k": 2, "mode": "blend", "max_new_tokens": 4}).json()
     assert [s["cache"] for s in again["sources"]] == ["exact", "exact"] and again["recomputed_tokens"] == 0
     assert again["answer"] == full["answer"]  # exact KV: the full prefill's greedy answer
+    assert again["question_exact"] and not full["question_exact"]  # the same question: the whole prompt repeats
     assert exact_count() == before + 2  # /metrics counts exact passages apart from hits
+    assert exact_count("chunkcache_exact_prompts_total") == prompts_before + 1
     passages = ["Brass bells ring lower when the air is cold.", "The harbour master keeps the tide tables."]
     new = client.post("/v1/answer", json={"question": question, "passages": passages, "mode": "blend",
                                           "max_new_tokens": 4}).json()
