@@ -92,6 +92,13 @@ def test_ingest_warm_query_and_answer_as_typed(store, tmp_path):
     out = run("answer", "Which river runs through Velmora?", "--passage", "Ostrel's harbour freezes in winter.",
               "--passage-file", str(notes), "--mode", "blend", "--max-new-tokens", "8", "--stop", "\n\n", store=store)
     assert out.stdout.strip() and "[blend] ttft" in out.stderr and "cache hits" in out.stderr
+    assert "whole prompt a repeat" not in out.stderr
+    # A full answer stores the prompt's chain entries in the store's LMDB: the next process's
+    # answer to the same prompt is exact up to its last token.
+    question = ["Which river runs through Velmora?", "--passage-file", str(notes), "--max-new-tokens", "4"]
+    full = run("answer", *question, "--mode", "full", store=store)
+    again = run("answer", *question, "--mode", "blend", store=store)
+    assert "whole prompt a repeat" in again.stderr and again.stdout == full.stdout
 
 
 def test_serve_starts_answers_and_stops(store):
