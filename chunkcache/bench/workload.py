@@ -360,7 +360,7 @@ def format_report(result: dict) -> str:
     c = result["config"]
     lines.append(f"\n{c['queries']} queries ({c['distinct']} distinct questions) drawn from {c['data']} with Zipf s = {c['zipf_s']}, "
                  f"top_k {c['top_k']}, {c['max_new_tokens']}-token greedy answers, blend's recompute ratio "
-                 f"{c.get('recompute_ratio') or 'the default'}, Poisson arrivals at {c['rate']:.3f}/s "
+                 f"{'the default' if c.get('recompute_ratio') is None else c['recompute_ratio']}, Poisson arrivals at {c['rate']:.3f}/s "
                  f"(blend alone served one in {c['blend_service_s']:.2f} s). The lines ran one after another, each alone on the machine, on the "
                  "same arrival times. full: each distinct "
                  "prompt's full prefill, one at a time (no queueing); other lines: times from arrival, queueing included. Speedup: mean full TTFT / mean line TTFT over the same "
