@@ -191,7 +191,7 @@ def cmd_answer(args) -> int:
         print(ans.text)
     print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms, total {ans.total_s * 1000:.0f} ms, context {ans.context_tokens} tokens, "
           f"recomputed {ans.recomputed_tokens}, " + (f"cache hits {ans.cache_hits}/{len(ans.passages)}" if ans.mode != "full" else "cache not used")
-          + (", the whole prompt a repeat (one token computed)" if ans.question_exact else ""), file=sys.stderr)
+          + _repeat_note(ans), file=sys.stderr)
     return 0
 
 
@@ -262,8 +262,13 @@ def cmd_query(args) -> int:
         print(f"  [{p.index + 1}] {p.doc_id}#{p.ordinal} score {p.score:.4f} {p.cache} {p.title}", file=sys.stderr)
     print(f"[{ans.mode}] ttft {ans.ttft_s * 1000:.0f} ms (retrieval {ans.timings.retrieval * 1000:.0f} ms), total {ans.total_s * 1000:.0f} ms, "
           f"context {ans.context_tokens} tokens, recomputed {ans.recomputed_tokens}"
-          + (", the whole prompt a repeat (one token computed)" if ans.question_exact else ""), file=sys.stderr)
+          + _repeat_note(ans), file=sys.stderr)
     return 0
+
+
+def _repeat_note(ans) -> str:
+    """The summary line's note when the whole prompt was a repeat (`Answer.question_exact`)."""
+    return ", the whole prompt a repeat (one token computed)" if ans.question_exact else ""
 
 
 def _api_key(args) -> str | None:

@@ -1,13 +1,14 @@
 """Idle-time refinement: make a context's next answer exact while nobody waits.
 
 Every reuse or blend answer whose prompt was not wholly exact is noted (its links in prompt
-order: the chunks' token lists, then the question's, `chain.prompt_links`). When the service has been idle for `RefineConfig.idle_s`, one thread
-takes the most requested noted context, full-prefills it behind its exact leading run (if any)
-and stores the chain entries of every link (`chain.py`): the prompt's next answer computes
-only its last token, and another question over the same chunks only its question. It gives way to requests between
-layers: before each layer it waits until no answer is being prepared, prefilled or decoded, and
-it takes the model lock for one layer at a time, so an arrival waits at most one layer
-(tens of ms on 2 cores at 1,000 context tokens). It rests so that it uses at most
+order: the chunks' token lists, then the question's, `chain.prompt_links`). When the service
+has been idle for `RefineConfig.idle_s`, one thread takes the most requested noted prompt,
+full-prefills it behind its exact leading run (if any) and stores the chain entries of every
+link (`chain.py`): the prompt's next answer computes only its last token, and another question
+over the same chunks only its question. It gives way to requests between layers: before each
+layer it waits until no answer is being prepared, prefilled or decoded, and it takes the model
+lock for one layer at a time, so an arrival waits at most one layer (tens of ms on 2 cores at
+1,000 context tokens). It rests so that it uses at most
 `idle_share` of idle time, and stops writing once `max_bytes` are spent.
 
 `compute_chain` is the same work without pauses, for `warm --queries` (ahead of time).

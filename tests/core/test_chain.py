@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from chunkcache import ChunkCache
+from chunkcache.chain import prompt_links
+from chunkcache.chunk_kv import new_working_kv
 from chunkcache.config import RefineConfig
 from chunkcache.errors import InvalidRequestError
+from chunkcache.prompt import as_passage
 from chunkcache.storage import chain_keys, chunk_key
 from chunkcache.storage.lmdb_tier import DATA_DB
 
@@ -169,17 +172,12 @@ def test_a_repeat_of_the_whole_prompt_computes_only_its_last_token(cc):
 
 
 def test_the_question_link_is_the_full_prefills_kv_of_the_questions_tokens(cc):
-    from chunkcache.chain import prompt_links
-    from chunkcache.prompt import as_passage
-
     cc.answer(Q, [A, B], mode="full", max_new_tokens=1)
     ids = [cc.prompt.passage_ids(as_passage(p)) for p in (A, B)]
     suffix = cc.prompt.suffix_ids(Q)
     links = prompt_links(ids, suffix)
     assert links[-1] == suffix[:-1] and cc.chains.stored_run(links) == 3
     # The same prompt prefilled by hand: [prefix][A][B][question] in one forward.
-    from chunkcache.chunk_kv import new_working_kv
-
     engine, p = cc.engine, cc.prefix.length
     n = sum(map(len, ids))
     with torch.inference_mode():
